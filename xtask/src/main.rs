@@ -1,0 +1,158 @@
+//! `cargo xtask`: everything beyond `cargo build` / `cargo test`.
+//!
+//! This crate never links libtorch: it is what installs it. It only runs
+//! other programs (python, pip, apt-get, cargo) and reads files.
+
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "whitening-ssl project automation",
+    long_about = "whitening-ssl project automation.\n\n\
+        Every command that builds first runs `setup`: it installs PyPI's torch==2.13.0 \
+        (the libtorch that tch 0.26 binds), torchvision, numpy and pillow into the \
+        project-local `.venv` unless LIBTORCH points at your own libtorch, and checks \
+        for the system OpenBLAS that ndarray-linalg links."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install libtorch (project venv) and OpenBLAS if missing; print what is in use.
+    Setup,
+    /// The README's first command: a short run on built-in synthetic data, CPU only.
+    Demo,
+    /// Everything CI checks: fmt, clippy (-D warnings), workspace tests, doc tests.
+    Test {
+        /// Extra arguments passed to the test runner (e.g. a test-name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = project_root();
+    match cli.command {
+        Cmd::Setup => {
+            let env = setup::run(&root)?;
+            env.print_summary();
+            Ok(())
+        }
+        Cmd::Demo => demo(&root),
+        Cmd::Test { args } => test(&root, &args),
+    }
+}
+
+/// The workspace root: xtask lives one level below it.
+fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits inside the workspace")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Runs a command in the project root, echoing it, failing with its name.
+pub(crate) fn run_step(root: &Path, what: &str, cmd: &mut Command) -> Result<()> {
+    cmd.current_dir(root);
+    eprintln!("xtask | {what}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start `{what}`"))?;
+    if !status.success() {
+        bail!("`{what}` failed ({status})");
+    }
+    Ok(())
+}
+
+fn test(root: &Path, extra: &[String]) -> Result<()> {
+    let env = setup::run(root)?;
+    env.print_summary();
+    let started = std::time::Instant::now();
+    run_step(
+        root,
+        "cargo fmt --all -- --check",
+        cargo().args(["fmt", "--all", "--", "--check"]),
+    )?;
+    run_step(
+        root,
+        "cargo clippy --workspace --all-targets -- -D warnings",
+        env.apply(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])),
+    )?;
+    if has_nextest() {
+        run_step(
+            root,
+            "cargo nextest run --workspace",
+            env.apply(
+                cargo()
+                    .args(["nextest", "run", "--workspace", "--no-fail-fast"])
+                    .args(extra),
+            ),
+        )?;
+    } else {
+        eprintln!("xtask | cargo-nextest not found: using cargo test");
+        run_step(
+            root,
+            "cargo test --workspace",
+            env.apply(
+                cargo()
+                    .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
+                    .args(extra),
+            ),
+        )?;
+    }
+    run_step(
+        root,
+        "cargo test --doc --workspace",
+        env.apply(cargo().args(["test", "--doc", "--workspace", "--exclude", "xtask"])),
+    )?;
+    eprintln!(
+        "xtask | all checks passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn has_nextest() -> bool {
+    cargo()
+        .args(["nextest", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn demo(root: &Path) -> Result<()> {
+    let env = setup::run(root)?;
+    env.print_summary();
+    run_step(
+        root,
+        "ssl demo --device cpu",
+        env.apply(cargo().args([
+            "run", "--quiet", "--package", "ssl-cli", "--bin", "ssl", "--", "demo", "--device",
+            "cpu",
+        ])),
+    )
+}

@@ -1,0 +1,397 @@
+//! libtorch and OpenBLAS without a manual step.
+//!
+//! - `LIBTORCH` unset: PyPI's `torch==2.13.0` (the version tch 0.26 binds)
+//!   goes into the project-local, git-ignored `.venv`, whose `torch/`
+//!   folder carries `include/` and `lib/`; `.libtorch` is linked to it.
+//! - `LIBTORCH` set: that libtorch is checked (version 2.13.x, `lib/`,
+//!   `include/`) and `.libtorch` is linked to it. The venv still gets
+//!   torchvision, numpy and pillow, since tests cross-check against them.
+//!
+//! `.cargo/config.toml` points tch at `.libtorch` and the tests at
+//! `.venv/bin/python`, so a plain `cargo build` / `cargo test` works after
+//! set-up. A stamp file makes the second run a few file reads.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// The libtorch version tch 0.26 binds.
+pub const TORCH_VERSION: &str = "2.13.0";
+/// The Python packages of the project venv (torchvision 0.28 pairs with torch 2.13).
+pub const REQUIREMENTS: &[&str] = &[
+    "torch==2.13.0",
+    "torchvision==0.28.0",
+    "numpy",
+    "pillow",
+];
+const STAMP: &str = ".ssl-setup-stamp";
+
+/// What set-up found or installed.
+#[derive(Debug)]
+pub struct Env {
+    pub libtorch: PathBuf,
+    pub libtorch_version: String,
+    pub user_libtorch: bool,
+    pub python: PathBuf,
+    pub cuda_libs: bool,
+}
+
+impl Env {
+    pub fn print_summary(&self) {
+        eprintln!(
+            "xtask | libtorch {} at {} ({}{})",
+            self.libtorch_version,
+            self.libtorch.display(),
+            if self.user_libtorch {
+                "your LIBTORCH"
+            } else {
+                "project venv"
+            },
+            if self.cuda_libs {
+                ", with CUDA libraries"
+            } else {
+                ", CPU only"
+            }
+        );
+        eprintln!("xtask | python for cross-checks: {}", self.python.display());
+    }
+
+    /// Environment for cargo commands started by xtask: the same values the
+    /// workspace config gives a plain `cargo`, made explicit.
+    pub fn apply<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        cmd.env("LIBTORCH", &self.libtorch)
+            .env("SSL_PYTHON", &self.python)
+    }
+}
+
+pub fn run(root: &Path) -> Result<Env> {
+    let venv = root.join(".venv");
+    let python = venv.join("bin/python");
+    let link = root.join(".libtorch");
+
+    // `cargo xtask` itself receives the workspace's LIBTORCH (= .libtorch);
+    // only a different value is the user's own.
+    let user_libtorch = std::env::var_os("LIBTORCH")
+        .map(PathBuf::from)
+        .filter(|p| !p.as_os_str().is_empty() && !same_path(p, &link));
+
+    ensure_venv(root, &venv)?;
+    ensure_python_packages(&venv, &python)?;
+
+    let libtorch = match &user_libtorch {
+        Some(path) => {
+            let path = std::path::absolute(path)
+                .with_context(|| format!("LIBTORCH={} is not a usable path", path.display()))?;
+            path
+        }
+        None => venv_torch_dir(&python)?,
+    };
+    let libtorch_version = check_libtorch(&libtorch, user_libtorch.is_some())?;
+    relink(&link, &libtorch)?;
+    ensure_openblas()?;
+    let cuda_libs = libtorch.join("lib/libtorch_cuda.so").exists();
+    Ok(Env {
+        libtorch,
+        libtorch_version,
+        user_libtorch: user_libtorch.is_some(),
+        python,
+        cuda_libs,
+    })
+}
+
+fn same_path(a: &Path, b: &Path) -> bool {
+    match (std::path::absolute(a), std::path::absolute(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn ensure_venv(root: &Path, venv: &Path) -> Result<()> {
+    if venv.join("bin/python").exists() {
+        return Ok(());
+    }
+    let python3 = std::env::var_os("PYTHON").unwrap_or_else(|| OsString::from("python3"));
+    let found = Command::new(&python3)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !matches!(found, Ok(s) if s.success()) {
+        bail!(
+            "python3 was not found (tried `{}`). Set-up needs Python 3.10+ with venv and pip to \
+             install libtorch. On Debian/Ubuntu: `apt-get install python3 python3-venv \
+             python3-pip`; or set PYTHON=/path/to/python3; or set LIBTORCH to your own \
+             libtorch {TORCH_VERSION} (python3 is still needed for the cross-checking tests).",
+            python3.to_string_lossy()
+        );
+    }
+    crate::run_step(
+        root,
+        &format!("{} -m venv .venv", python3.to_string_lossy()),
+        Command::new(&python3).args(["-m", "venv"]).arg(venv),
+    )
+    .context(
+        "creating the project venv failed: on Debian/Ubuntu install the venv module with \
+         `apt-get install python3-venv`",
+    )
+}
+
+fn ensure_python_packages(venv: &Path, python: &Path) -> Result<()> {
+    let wanted = REQUIREMENTS.join(" ");
+    let stamp = venv.join(STAMP);
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == wanted) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask | installing {wanted} into {} (one time: ~4.7 GB with torch's CUDA libraries)",
+        venv.display()
+    );
+    let out = Command::new(python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--progress-bar",
+            "off",
+        ])
+        .args(REQUIREMENTS)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("could not run {} -m pip", python.display()))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        eprintln!("{err}");
+        if err.contains("No module named pip") {
+            bail!(
+                "pip is missing in {}: on Debian/Ubuntu `apt-get install python3-pip \
+                 python3-venv`, then remove .venv and retry",
+                venv.display()
+            );
+        }
+        let offline = [
+            "Failed to establish a new connection",
+            "Temporary failure in name resolution",
+            "Network is unreachable",
+            "ConnectionError",
+            "Max retries exceeded",
+            "ProxyError",
+        ];
+        if offline.iter().any(|m| err.contains(m)) {
+            bail!(
+                "pip could not reach the Python package registry to install {wanted}. Check the \
+                 network or proxy (pip honours HTTPS_PROXY and PIP_INDEX_URL), or set LIBTORCH to \
+                 a local libtorch {TORCH_VERSION}."
+            );
+        }
+        if err.contains("No matching distribution") || err.contains("Could not find a version") {
+            bail!(
+                "the package registry has no {wanted} for this Python/platform ({}). tch 0.26 \
+                 needs libtorch {TORCH_VERSION}: use a Python version that torch {TORCH_VERSION} \
+                 supports (PYTHON=/path/to/python3, then remove .venv), or set LIBTORCH.",
+                python_version(python)
+            );
+        }
+        bail!("pip install {wanted} failed ({})", out.status);
+    }
+    std::fs::write(&stamp, format!("{wanted}\n"))
+        .with_context(|| format!("writing {}", stamp.display()))?;
+    Ok(())
+}
+
+fn python_version(python: &Path) -> String {
+    Command::new(python)
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "unknown Python".into())
+}
+
+fn venv_torch_dir(python: &Path) -> Result<PathBuf> {
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import importlib.util, os; s = importlib.util.find_spec('torch'); \
+             print(os.path.dirname(s.origin))",
+        ])
+        .output()
+        .with_context(|| format!("could not run {}", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "torch is not importable from {}: remove .venv/{STAMP} and run `cargo xtask setup` \
+             again\n{}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// Reads the version of a libtorch folder: `build-version` (libtorch zips)
+/// or `version.py` (PyPI's torch package).
+pub fn libtorch_version(dir: &Path) -> Option<String> {
+    if let Ok(v) = std::fs::read_to_string(dir.join("build-version")) {
+        return Some(v.trim().to_string());
+    }
+    let py = std::fs::read_to_string(dir.join("version.py")).ok()?;
+    py.lines()
+        .find_map(|l| l.strip_prefix("__version__"))
+        .map(|rest| {
+            rest.trim_start_matches([' ', ':', '='])
+                .trim_start_matches("str")
+                .trim()
+                .trim_matches(|c| c == '\'' || c == '"')
+                .to_string()
+        })
+        .filter(|v| !v.is_empty())
+}
+
+fn check_libtorch(dir: &Path, from_user: bool) -> Result<String> {
+    let origin = if from_user {
+        "LIBTORCH"
+    } else {
+        "the venv's torch"
+    };
+    if !dir.is_dir() {
+        bail!("{origin}={} is not a directory", dir.display());
+    }
+    for needed in ["lib/libtorch_cpu.so", "include/torch"] {
+        if !dir.join(needed).exists() {
+            bail!(
+                "{origin}={} is not a libtorch: `{needed}` is missing (expected a libtorch \
+                 {TORCH_VERSION} folder with include/ and lib/, or a torch {TORCH_VERSION} \
+                 site-packages/torch folder)",
+                dir.display()
+            );
+        }
+    }
+    let Some(version) = libtorch_version(dir) else {
+        bail!(
+            "{origin}={}: cannot tell its version (no build-version or version.py); tch 0.26 \
+             needs libtorch {TORCH_VERSION}",
+            dir.display()
+        );
+    };
+    let base = version.split('+').next().unwrap_or(&version);
+    if base != TORCH_VERSION {
+        bail!(
+            "{origin}={} holds libtorch {version}, but tch 0.26 needs libtorch {TORCH_VERSION}. \
+             Unset LIBTORCH to let set-up install torch=={TORCH_VERSION} in .venv, or point it \
+             at a libtorch {TORCH_VERSION}.",
+            dir.display()
+        );
+    }
+    Ok(version)
+}
+
+fn relink(link: &Path, target: &Path) -> Result<()> {
+    if std::fs::read_link(link).is_ok_and(|t| t == target) {
+        return Ok(());
+    }
+    if link.symlink_metadata().is_ok() {
+        std::fs::remove_file(link).with_context(|| format!("removing {}", link.display()))?;
+    }
+    std::os::unix::fs::symlink(target, link)
+        .with_context(|| format!("linking {} -> {}", link.display(), target.display()))
+}
+
+const OPENBLAS_DIRS: &[&str] = &[
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+];
+
+fn has_openblas() -> bool {
+    OPENBLAS_DIRS
+        .iter()
+        .any(|d| Path::new(d).join("libopenblas.so").exists())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn ensure_openblas() -> Result<()> {
+    if has_openblas() {
+        return Ok(());
+    }
+    const INSTALL: &str = "apt-get install -y libopenblas-dev";
+    if !is_root() {
+        bail!(
+            "the system OpenBLAS (LAPACK for ndarray-linalg) is missing and set-up is not root. \
+             Run: sudo apt-get update && sudo {INSTALL}"
+        );
+    }
+    eprintln!("xtask | installing libopenblas-dev (LAPACK for the f64 oracle)");
+    let apt = |args: &[&str]| -> Result<()> {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("apt-get not found: install OpenBLAS (libopenblas-dev) by hand")?;
+        if !status.success() {
+            bail!("`apt-get {}` failed ({status}); run it by hand", args.join(" "));
+        }
+        Ok(())
+    };
+    apt(&["update", "-qq"])?;
+    apt(&["install", "-y", "-qq", "libopenblas-dev"])?;
+    if !has_openblas() {
+        bail!("libopenblas-dev was installed but libopenblas.so is still not found");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fake_libtorch(version_file: (&str, &str)) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "xtask-libtorch-{}-{}",
+            std::process::id(),
+            version_file.1.len()
+        ));
+        std::fs::create_dir_all(dir.join("lib")).unwrap();
+        std::fs::create_dir_all(dir.join("include/torch")).unwrap();
+        std::fs::write(dir.join("lib/libtorch_cpu.so"), b"").unwrap();
+        std::fs::write(dir.join(version_file.0), version_file.1).unwrap();
+        dir
+    }
+
+    #[test]
+    fn version_from_pip_version_py() {
+        // The format PyPI's torch writes (torch/version.py).
+        let dir = fake_libtorch((
+            "version.py",
+            "from typing import Optional\n__all__ = ['__version__']\n__version__ = '2.13.0+cu128'\n",
+        ));
+        assert_eq!(libtorch_version(&dir).as_deref(), Some("2.13.0+cu128"));
+        assert_eq!(check_libtorch(&dir, true).unwrap(), "2.13.0+cu128");
+    }
+
+    #[test]
+    fn wrong_version_names_both() {
+        let dir = fake_libtorch(("build-version", "2.4.1+cpu\n"));
+        let err = check_libtorch(&dir, true).unwrap_err().to_string();
+        assert!(err.contains("2.4.1+cpu"), "{err}");
+        assert!(err.contains(TORCH_VERSION), "{err}");
+        assert!(err.contains("LIBTORCH"), "{err}");
+    }
+
+    #[test]
+    fn not_a_libtorch_names_missing_part() {
+        let dir = std::env::temp_dir().join(format!("xtask-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let err = check_libtorch(&dir, true).unwrap_err().to_string();
+        assert!(err.contains("lib/libtorch_cpu.so"), "{err}");
+    }
+}
