@@ -107,5 +107,9 @@ pub fn singular_values_ndarray(a: ArrayView2<'_, f64>) -> Result<Vec<f64>, White
 /// Rank diagnostics of an f64 matrix.
 pub fn rank_diagnostics_ndarray(a: ArrayView2<'_, f64>) -> Result<RankDiagnostics, WhiteningError> {
     let sv = singular_values_ndarray(a)?;
-    Ok(RankDiagnostics::from_singular_values(sv, a.nrows(), a.ncols()))
+    Ok(RankDiagnostics::from_singular_values(
+        sv,
+        a.nrows(),
+        a.ncols(),
+    ))
 }

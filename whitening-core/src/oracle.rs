@@ -114,28 +114,6 @@ pub fn whitening_matrix(
     })
 }
 
-/// The covariance a whitening configuration computes for group `group` of
-/// a `w × d` matrix, without shrinkage (for the identity-covariance tests).
-pub fn group_covariance(
-    x: ArrayView2<'_, f64>,
-    axis: WhiteningAxis,
-    minus: f64,
-) -> Array2<f64> {
-    let (w, c) = x.dim();
-    match axis {
-        WhiteningAxis::Batch => {
-            let mean = x.mean_axis(Axis(0)).expect("w > 0");
-            let z = &x - &mean;
-            z.t().dot(&z) / (w as f64 - minus)
-        }
-        WhiteningAxis::Channel => {
-            let mean = x.mean_axis(Axis(1)).expect("c > 0").insert_axis(Axis(1));
-            let z = &x - &mean;
-            z.dot(&z.t()) / (c as f64 - minus)
-        }
-    }
-}
-
 /// Columns `group·c .. (group+1)·c` of `x`.
 pub fn group_columns(x: ArrayView2<'_, f64>, group: usize, c: usize) -> ArrayView2<'_, f64> {
     x.slice_move(s![.., group * c..(group + 1) * c])

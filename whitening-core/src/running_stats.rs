@@ -46,7 +46,9 @@ impl BatchWhiteningRunningStats {
         let opts = (Kind::Float, device);
         Ok(Self {
             mean: Tensor::zeros([d], opts),
-            cov: Tensor::eye(c, opts).expand([cfg.groups, c, c], false).copy(),
+            cov: Tensor::eye(c, opts)
+                .expand([cfg.groups, c, c], false)
+                .copy(),
             momentum: Self::MOMENTUM,
             cfg,
         })
@@ -74,7 +76,8 @@ impl BatchWhiteningRunningStats {
         let phi = whitening_matrix(&cov, self.cfg.kind)?;
         tch::no_grad(|| {
             let m = self.momentum;
-            self.mean = &self.mean * (1.0 - m) + mean.squeeze_dim(0).detach().to_kind(Kind::Float) * m;
+            self.mean =
+                &self.mean * (1.0 - m) + mean.squeeze_dim(0).detach().to_kind(Kind::Float) * m;
             self.cov = &self.cov * (1.0 - m) + cov.detach().to_kind(Kind::Float) * m;
         });
         Ok(self.ungrouped(&a.matmul(&phi.transpose(-1, -2))))

@@ -84,7 +84,8 @@ pub fn whiten_with_permutations(
         WhiteningAxis::Batch => x - x.mean_dim(1, true, None),
         WhiteningAxis::Channel => x - x.mean_dim(2, true, None),
     };
-    let gather_channels = |t: &Tensor, p: &Tensor| t.gather(2, &p.unsqueeze(1).expand([n, w, d], false), false);
+    let gather_channels =
+        |t: &Tensor, p: &Tensor| t.gather(2, &p.unsqueeze(1).expand([n, w, d], false), false);
     let permuted = match perms {
         Some(p) => gather_channels(&centred, p),
         None => centred,
@@ -149,19 +150,25 @@ pub fn whitening_matrix(cov: &Tensor, kind: WhiteningKind) -> Result<Tensor, Whi
             l.f_linalg_solve_triangular(&eye, false, true, false)?
         }
         WhiteningKind::NewtonSchulz { iterations } => {
+            // Coupled form: Y₀ = Σ_N, Z₀ = I, T_k = ½(3I − Z_k Y_k),
+            // Y_{k+1} = Y_k T_k, Z_{k+1} = T_k Z_k. In exact arithmetic
+            // Z_k = P_k of SPEC's P_{k+1} = ½(3P_k − P_k³ Σ_N) (all are
+            // polynomials in Σ_N), but the uncoupled form amplifies
+            // round-off ~5x per step once converged; this one stays put.
             let v = cov.size()[cov.dim() - 1];
             let trace = cov
                 .diagonal(0, -2, -1)
                 .sum_dim_intlist(-1, true, None)
                 .unsqueeze(-1);
-            let normalised = cov / &trace;
             let eye = Tensor::eye(v, (cov.kind(), cov.device()));
-            let mut p = eye.expand_as(cov).shallow_clone();
+            let mut y = cov / &trace;
+            let mut z = eye.expand_as(cov).shallow_clone();
             for _ in 0..iterations {
-                let p3 = p.matmul(&p).matmul(&p);
-                p = (&p * 3.0 - p3.matmul(&normalised)) * 0.5;
+                let t = (&eye * 3.0 - z.matmul(&y)) * 0.5;
+                y = y.matmul(&t);
+                z = t.matmul(&z);
             }
-            p / trace.sqrt()
+            z / trace.sqrt()
         }
     })
 }
@@ -196,7 +203,10 @@ fn non_finite(cov: &Tensor, kind: WhiteningKind) -> WhiteningError {
 pub(crate) fn dims3(x: &Tensor) -> Result<(i64, i64, i64), WhiteningError> {
     match x.size()[..] {
         [n, w, d] => {
-            if !matches!(x.kind(), Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16) {
+            if !matches!(
+                x.kind(),
+                Kind::Float | Kind::Double | Kind::Half | Kind::BFloat16
+            ) {
                 return Err(WhiteningError::BadInput(format!(
                     "expected a floating-point tensor, got {:?}",
                     x.kind()

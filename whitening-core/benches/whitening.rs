@@ -1,0 +1,53 @@
+//! Criterion bench of the whitening alone (forward + backward) at the
+//! three shapes of the peer baseline (`torch_baseline.py loss`):
+//! CW, 4 random groups, w_size 64 on `[4, 256, 512]` and `[2, 256, 512]`;
+//! BW Cholesky, w_size 128 on `[4, 256, 64]`.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use rand::SeedableRng;
+use tch::{Device, Kind, Tensor};
+use whitening_core::{whiten_sub_batches, WhiteningConfig};
+
+fn bench(c: &mut Criterion) {
+    tch::manual_seed(0);
+    let cases = [
+        (
+            "CW-RGP g4 w64 [4,256,512]",
+            4,
+            512,
+            64,
+            WhiteningConfig::cw_rgp(4),
+        ),
+        (
+            "CW-RGP g4 w64 [2,256,512]",
+            2,
+            512,
+            64,
+            WhiteningConfig::cw_rgp(4),
+        ),
+        (
+            "BW Cholesky w128 [4,256,64]",
+            4,
+            64,
+            128,
+            WhiteningConfig::w_mse(),
+        ),
+    ];
+    let mut group = c.benchmark_group("whitening fwd+bwd");
+    group.sample_size(20);
+    for (name, views, d, w_size, cfg) in cases {
+        let h = Tensor::randn([views, 256, d], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let r = Tensor::randn([views, 256, d], (Kind::Float, Device::Cpu));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let z = whiten_sub_batches(&h, w_size, &cfg, &mut rng).expect("whitening");
+                (z * &r).sum(Kind::Float).backward();
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
