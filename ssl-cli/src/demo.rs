@@ -34,7 +34,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let basis = Tensor::randn([rank, d], opts);
     let codes = Tensor::randn([m, rank], opts);
     let base = codes.matmul(&basis) + Tensor::randn([m, d], opts) * 0.05;
-    let views = Tensor::stack(&[&base + Tensor::randn([m, d], opts) * 0.1, &base + Tensor::randn([m, d], opts) * 0.1], 0);
+    let views = Tensor::stack(
+        &[
+            &base + Tensor::randn([m, d], opts) * 0.1,
+            &base + Tensor::randn([m, d], opts) * 0.1,
+        ],
+        0,
+    );
 
     let report = |name: &str, z: &Tensor| -> Result<()> {
         let r = rank_diagnostics(&z.get(0))?;

@@ -3,6 +3,7 @@
 //! This crate never links libtorch: it is what installs it. It only runs
 //! other programs (python, pip, apt-get, cargo) and reads files.
 
+mod bench;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Our implementation beside the peer baseline (../shared/peer), same
+    /// machine, same invocation: `bench | CASE | ours | peer | speedup`.
+    Bench {
+        /// losses, data, eval or all.
+        area: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -51,6 +58,10 @@ fn main() -> Result<()> {
         }
         Cmd::Demo => demo(&root),
         Cmd::Test { args } => test(&root, &args),
+        Cmd::Bench { area } => {
+            let env = setup::run(&root)?;
+            bench::run(&root, &env, &area)
+        }
     }
 }
 
@@ -62,7 +73,7 @@ fn project_root() -> PathBuf {
         .to_path_buf()
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
@@ -151,7 +162,15 @@ fn demo(root: &Path) -> Result<()> {
         root,
         "ssl demo --device cpu",
         env.apply(cargo().args([
-            "run", "--quiet", "--package", "ssl-cli", "--bin", "ssl", "--", "demo", "--device",
+            "run",
+            "--quiet",
+            "--package",
+            "ssl-cli",
+            "--bin",
+            "ssl",
+            "--",
+            "demo",
+            "--device",
             "cpu",
         ])),
     )

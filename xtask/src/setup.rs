@@ -20,12 +20,7 @@ use anyhow::{bail, Context, Result};
 /// The libtorch version tch 0.26 binds.
 pub const TORCH_VERSION: &str = "2.13.0";
 /// The Python packages of the project venv (torchvision 0.28 pairs with torch 2.13).
-pub const REQUIREMENTS: &[&str] = &[
-    "torch==2.13.0",
-    "torchvision==0.28.0",
-    "numpy",
-    "pillow",
-];
+pub const REQUIREMENTS: &[&str] = &["torch==2.13.0", "torchvision==0.28.0", "numpy", "pillow"];
 const STAMP: &str = ".ssl-setup-stamp";
 
 /// What set-up found or installed.
@@ -338,7 +333,10 @@ fn ensure_openblas() -> Result<()> {
             .status()
             .context("apt-get not found: install OpenBLAS (libopenblas-dev) by hand")?;
         if !status.success() {
-            bail!("`apt-get {}` failed ({status}); run it by hand", args.join(" "));
+            bail!(
+                "`apt-get {}` failed ({status}); run it by hand",
+                args.join(" ")
+            );
         }
         Ok(())
     };
