@@ -131,11 +131,11 @@ pub fn covariance_of_centred(a: &Tensor, denom: f64, eps: f64) -> Tensor {
 pub fn whitening_matrix(cov: &Tensor, kind: WhiteningKind) -> Result<Tensor, WhiteningError> {
     Ok(match kind {
         WhiteningKind::Zca => {
-            let (eig, u) = cov.f_linalg_eigh("L")?;
+            let (eig, u) = batched_eigh(cov)?;
             (&u * eig.rsqrt().unsqueeze(-2)).matmul(&u.transpose(-1, -2))
         }
         WhiteningKind::Pca => {
-            let (eig, u) = cov.f_linalg_eigh("L")?;
+            let (eig, u) = batched_eigh(cov)?;
             // Descending order, as the reference's SVD returns them.
             let (eig, u) = (eig.flip([-1]), u.flip([-1]));
             eig.rsqrt().unsqueeze(-1) * u.transpose(-1, -2)
@@ -171,6 +171,36 @@ pub fn whitening_matrix(cov: &Tensor, kind: WhiteningKind) -> Result<Tensor, Whi
             z / trace.sqrt()
         }
     })
+}
+
+/// `eigh` of a batch of symmetric matrices. On the CPU, libtorch runs the
+/// batch through LAPACK one matrix after another on one core; splitting it
+/// into one chunk per intra-op thread runs the chunks concurrently (the
+/// autograd graph is the same: one eigh node per chunk, then a concat).
+fn batched_eigh(cov: &Tensor) -> Result<(Tensor, Tensor), WhiteningError> {
+    let batch = cov.size()[0];
+    let threads = i64::from(tch::get_num_threads().max(1));
+    if cov.device() != tch::Device::Cpu || threads < 2 || batch < 2 * threads {
+        return Ok(cov.f_linalg_eigh("L")?);
+    }
+    let chunks = cov.chunk(threads, 0);
+    let results: Vec<Result<(Tensor, Tensor), tch::TchError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.f_linalg_eigh("L")))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("eigh worker panicked"))
+            .collect()
+    });
+    let (mut eigs, mut vecs) = (Vec::new(), Vec::new());
+    for r in results {
+        let (e, u) = r?;
+        eigs.push(e);
+        vecs.push(u);
+    }
+    Ok((Tensor::f_cat(&eigs, 0)?, Tensor::f_cat(&vecs, 0)?))
 }
 
 fn ensure_finite(phi: &Tensor, cov: &Tensor, kind: WhiteningKind) -> Result<(), WhiteningError> {
