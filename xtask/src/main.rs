@@ -4,6 +4,7 @@
 //! other programs (python, pip, apt-get, cargo) and reads files.
 
 mod bench;
+mod download;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -45,6 +46,23 @@ enum Cmd {
         /// losses, data, eval or all.
         area: String,
     },
+    /// Download, verify (MD5) and extract a dataset: cifar10, cifar100, stl10, tiny-imagenet.
+    /// Resumable and idempotent.
+    Download {
+        /// cifar10, cifar100, stl10 or tiny-imagenet.
+        dataset: String,
+        /// Where datasets live.
+        #[arg(long, default_value = "data")]
+        dir: PathBuf,
+        /// Fetch from this URL instead of the publisher's (a mirror).
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Check a user's ImageNet folder (train/<wnid>/*.JPEG, val/<wnid>/*.JPEG).
+    CheckImagenet {
+        /// The ImageNet root folder.
+        dir: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -58,6 +76,33 @@ fn main() -> Result<()> {
         }
         Cmd::Demo => demo(&root),
         Cmd::Test { args } => test(&root, &args),
+        Cmd::Download { dataset, dir, url } => {
+            let src = download::source(&dataset)?;
+            let dir = if dir.is_absolute() {
+                dir
+            } else {
+                root.join(dir)
+            };
+            match download::fetch(src, &dir, url.as_deref())? {
+                download::Outcome::AlreadyPresent => {
+                    eprintln!(
+                        "xtask | {dataset} is already in {} (verified)",
+                        dir.display()
+                    )
+                }
+                download::Outcome::Downloaded { .. } => {
+                    eprintln!(
+                        "xtask | {dataset} downloaded, verified and extracted into {}",
+                        dir.display()
+                    )
+                }
+            }
+            Ok(())
+        }
+        Cmd::CheckImagenet { dir } => {
+            print!("{}", download::check_imagenet(&dir)?);
+            Ok(())
+        }
         Cmd::Bench { area } => {
             let env = setup::run(&root)?;
             bench::run(&root, &env, &area)
