@@ -28,9 +28,14 @@ impl BatchWhiteningRunningStats {
     /// Reference momentum.
     pub const MOMENTUM: f64 = 0.01;
 
-    /// Statistics for `d` channels; the configuration must be BW without
-    /// random partition (a random partition has no stable groups to track).
-    pub fn new(d: i64, cfg: WhiteningConfig, device: Device) -> Result<Self, WhiteningError> {
+    /// Statistics for `d` channels, kept in `options` (kind and device);
+    /// the configuration must be BW without random partition (a random
+    /// partition has no stable groups to track).
+    pub fn new(
+        d: i64,
+        cfg: WhiteningConfig,
+        options: (Kind, Device),
+    ) -> Result<Self, WhiteningError> {
         if cfg.axis != WhiteningAxis::Batch || cfg.random_partition {
             return Err(WhiteningError::BadInput(
                 "running statistics exist for batch whitening with fixed groups only".into(),
@@ -43,10 +48,9 @@ impl BatchWhiteningRunningStats {
             });
         }
         let c = d / cfg.groups;
-        let opts = (Kind::Float, device);
         Ok(Self {
-            mean: Tensor::zeros([d], opts),
-            cov: Tensor::eye(c, opts)
+            mean: Tensor::zeros([d], options),
+            cov: Tensor::eye(c, options)
                 .expand([cfg.groups, c, c], false)
                 .copy(),
             momentum: Self::MOMENTUM,
@@ -77,8 +81,8 @@ impl BatchWhiteningRunningStats {
         tch::no_grad(|| {
             let m = self.momentum;
             self.mean =
-                &self.mean * (1.0 - m) + mean.squeeze_dim(0).detach().to_kind(Kind::Float) * m;
-            self.cov = &self.cov * (1.0 - m) + cov.detach().to_kind(Kind::Float) * m;
+                &self.mean * (1.0 - m) + mean.squeeze_dim(0).detach().to_kind(self.mean.kind()) * m;
+            self.cov = &self.cov * (1.0 - m) + cov.detach().to_kind(self.cov.kind()) * m;
         });
         Ok(self.ungrouped(&a.matmul(&phi.transpose(-1, -2))))
     }

@@ -11,7 +11,8 @@ fn momentum_update_and_eval_whitening() {
     let (w, d) = (64i64, 16i64);
     let x = input(1, w, d, Kind::Float, 71).get(0);
     let cfg = WhiteningConfig::new(WhiteningAxis::Batch, WhiteningKind::Zca).with_groups(2);
-    let mut stats = BatchWhiteningRunningStats::new(d, cfg.clone(), tch::Device::Cpu).unwrap();
+    let mut stats =
+        BatchWhiteningRunningStats::new(d, cfg.clone(), (Kind::Float, tch::Device::Cpu)).unwrap();
     let batch_mean = x.mean_dim(0, false, None);
     let train = stats.forward_train(&x).unwrap();
     // After one update: r = 0.01·batch + 0.99·initial (mean 0).
@@ -31,7 +32,11 @@ fn momentum_update_and_eval_whitening() {
 
 #[test]
 fn channel_whitening_has_no_running_statistics() {
-    let err = BatchWhiteningRunningStats::new(64, WhiteningConfig::cw_rgp(2), tch::Device::Cpu)
-        .unwrap_err();
+    let err = BatchWhiteningRunningStats::new(
+        64,
+        WhiteningConfig::cw_rgp(2),
+        (Kind::Float, tch::Device::Cpu),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("batch whitening"), "{err}");
 }
