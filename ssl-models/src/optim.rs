@@ -1,0 +1,276 @@
+//! Adam, SGD and LARS over the trainable variables of a VarStore, with their
+//! state held as named tensors so that a checkpoint can save and restore it
+//! exactly (tch's `nn::Optimizer` keeps its state inside libtorch, out of
+//! reach). SPEC §6: Adam for the small datasets, SGD with momentum for
+//! ImageNet, optional LARS for the linear probe.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::{Kind, Tensor};
+
+use crate::tensor_file::sorted_variables;
+use crate::ModelError;
+
+/// The update rule. Each follows PyTorch's single-tensor implementation
+/// (`torch.optim.Adam`/`SGD`, `foreach=False`), weight decay as L2 added to
+/// the gradient: `g ← ∇ + wd·θ`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+    /// `θ ← θ − lr/(1−β₁ᵗ) · m / (sqrt(v)/sqrt(1−β₂ᵗ) + eps)`.
+    Adam {
+        /// β₁ (PyTorch default 0.9).
+        beta1: f64,
+        /// β₂ (PyTorch default 0.999).
+        beta2: f64,
+        /// eps (PyTorch default 1e-8).
+        eps: f64,
+    },
+    /// `b ← μb + g`, `θ ← θ − lr·b` (PyTorch's first step `b = g` is the same
+    /// as starting from `b = 0`).
+    Sgd {
+        /// μ (SPEC §6 ImageNet: 0.9).
+        momentum: f64,
+    },
+    /// SGD whose gradient of every weight with more than one dimension is
+    /// scaled by the trust ratio `η·‖θ‖/‖g‖` (1 when either norm is 0) after
+    /// weight decay; biases and BN parameters are updated as plain SGD.
+    Lars {
+        /// μ.
+        momentum: f64,
+        /// η, the trust coefficient (commonly 0.001).
+        eta: f64,
+    },
+}
+
+impl OptimizerKind {
+    /// Adam with PyTorch's defaults (β₁ 0.9, β₂ 0.999, eps 1e-8).
+    pub fn adam() -> Self {
+        OptimizerKind::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+
+    /// State tensors kept per parameter.
+    fn slots(&self) -> &'static [&'static str] {
+        match self {
+            OptimizerKind::Adam { .. } => &["exp_avg", "exp_avg_sq"],
+            OptimizerKind::Sgd { .. } | OptimizerKind::Lars { .. } => &["momentum_buffer"],
+        }
+    }
+}
+
+/// An optimiser over the trainable variables (those requiring gradients)
+/// of one or more VarStores.
+///
+/// Its state is `step` (an int64 scalar, the number of steps taken) and one
+/// or two tensors per parameter named `<slot>.<parameter name>`, e.g.
+/// `exp_avg.layer1.0.conv1.weight`; see [`Optimizer::state`].
+#[derive(Debug)]
+pub struct Optimizer {
+    kind: OptimizerKind,
+    lr: f64,
+    weight_decay: f64,
+    params: Vec<(String, Tensor)>,
+    state: BTreeMap<String, Tensor>,
+    step: i64,
+}
+
+impl Optimizer {
+    /// Collects the trainable variables of `stores` — each with a name
+    /// prefix (e.g. `("encoder.", &encoder_vs)`), so parameters of several
+    /// stores stay distinct — and allocates zeroed state for them.
+    pub fn new(
+        kind: OptimizerKind,
+        lr: f64,
+        weight_decay: f64,
+        stores: &[(&str, &VarStore)],
+    ) -> Result<Optimizer, ModelError> {
+        if !(lr.is_finite() && lr >= 0.0 && weight_decay.is_finite() && weight_decay >= 0.0) {
+            return Err(ModelError::Config(format!(
+                "learning rate and weight decay must be finite and ≥ 0, got lr {lr}, weight_decay {weight_decay}"
+            )));
+        }
+        let mut params = Vec::new();
+        for (prefix, vs) in stores {
+            for (name, tensor) in sorted_variables(vs) {
+                if tensor.requires_grad() {
+                    params.push((format!("{prefix}{name}"), tensor));
+                }
+            }
+        }
+        let mut state = BTreeMap::new();
+        for (name, p) in &params {
+            for slot in kind.slots() {
+                let key = format!("{slot}.{name}");
+                if state.insert(key.clone(), p.detach().zeros_like()).is_some() {
+                    return Err(ModelError::Config(format!(
+                        "two parameters are both named `{name}`; give the stores distinct prefixes"
+                    )));
+                }
+            }
+        }
+        Ok(Optimizer {
+            kind,
+            lr,
+            weight_decay,
+            params,
+            state,
+            step: 0,
+        })
+    }
+
+    /// The learning rate of the next step.
+    pub fn lr(&self) -> f64 {
+        self.lr
+    }
+
+    /// Sets the learning rate (warm-up and schedules of SPEC §6).
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    /// Number of steps taken.
+    pub fn step_count(&self) -> i64 {
+        self.step
+    }
+
+    /// Names of the parameters it updates, in update order.
+    pub fn parameter_names(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|(n, _)| n.as_str())
+    }
+
+    /// Moves the optimiser state to `device`, after the parameters were moved
+    /// there with `VarStore::set_device` (the parameters themselves follow
+    /// the store: the optimiser holds shallow references to them).
+    pub fn set_device(&mut self, device: tch::Device) {
+        for state in self.state.values_mut() {
+            *state = state.to_device(device);
+        }
+    }
+
+    /// Sets every parameter's gradient to zero.
+    pub fn zero_grad(&mut self) {
+        for (_, p) in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    /// `loss.backward()`, then [`Optimizer::step`].
+    pub fn backward_step(&mut self, loss: &Tensor) {
+        self.zero_grad();
+        loss.backward();
+        self.step();
+    }
+
+    /// One update of every parameter that has a gradient.
+    pub fn step(&mut self) {
+        self.step += 1;
+        let t = self.step as f64;
+        let (lr, wd, kind) = (self.lr, self.weight_decay, self.kind);
+        tch::no_grad(|| {
+            for (name, p) in &mut self.params {
+                let grad = p.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let grad = if wd != 0.0 {
+                    grad + p.detach() * wd
+                } else {
+                    grad
+                };
+                let state = |slot: &str| self.state[&format!("{slot}.{name}")].shallow_clone();
+                match kind {
+                    OptimizerKind::Adam { beta1, beta2, eps } => {
+                        let mut m = state("exp_avg");
+                        let mut v = state("exp_avg_sq");
+                        let _ = m.lerp_(&grad, 1.0 - beta1);
+                        let _ = v.g_mul_scalar_(beta2);
+                        let _ = v.addcmul_(&(&grad * (1.0 - beta2)), &grad);
+                        let step_size = lr / (1.0 - beta1.powf(t));
+                        let bias_correction2_sqrt = (1.0 - beta2.powf(t)).sqrt();
+                        let denom = v.sqrt() / bias_correction2_sqrt + eps;
+                        let _ = p.addcdiv_(&(&m * -step_size), &denom);
+                    }
+                    OptimizerKind::Sgd { momentum } => {
+                        let mut b = state("momentum_buffer");
+                        let _ = b.g_mul_scalar_(momentum);
+                        let _ = b.g_add_(&grad);
+                        let _ = p.g_add_(&(&b * -lr));
+                    }
+                    OptimizerKind::Lars { momentum, eta } => {
+                        let grad = if p.dim() > 1 {
+                            let p_norm = p.detach().norm().double_value(&[]);
+                            let g_norm = grad.norm().double_value(&[]);
+                            let trust = if p_norm > 0.0 && g_norm > 0.0 {
+                                eta * p_norm / g_norm
+                            } else {
+                                1.0
+                            };
+                            grad * trust
+                        } else {
+                            grad
+                        };
+                        let mut b = state("momentum_buffer");
+                        let _ = b.g_mul_scalar_(momentum);
+                        let _ = b.g_add_(&grad);
+                        let _ = p.g_add_(&(&b * -lr));
+                    }
+                }
+            }
+        });
+    }
+
+    /// The whole state as named tensors (shallow copies): `step` and the
+    /// per-parameter slots. What [`crate::Checkpoint`] saves.
+    pub fn state(&self) -> BTreeMap<String, Tensor> {
+        let mut out: BTreeMap<String, Tensor> = self
+            .state
+            .iter()
+            .map(|(k, v)| (k.clone(), v.shallow_clone()))
+            .collect();
+        out.insert("step".to_string(), Tensor::from(self.step));
+        out
+    }
+
+    /// Restores a state returned by [`Optimizer::state`] (possibly read from a
+    /// file, on any device). Every missing, unexpected or mis-shaped entry is
+    /// reported by name and nothing is changed.
+    pub fn load_state(
+        &mut self,
+        source: &std::path::Path,
+        state: &BTreeMap<String, Tensor>,
+    ) -> Result<(), ModelError> {
+        let mut expected = self.state();
+        let step = state
+            .get("step")
+            .filter(|s| s.size().is_empty() && s.kind() == Kind::Int64)
+            .map(|s| s.int64_value(&[]));
+        expected.remove("step");
+        let mut found: BTreeMap<String, Tensor> = state
+            .iter()
+            .map(|(k, v)| (k.clone(), v.shallow_clone()))
+            .collect();
+        found.remove("step");
+        let mut mismatches = crate::tensor_file::mismatches(&expected, &found);
+        if step.is_none() {
+            mismatches.push("missing `step` (an int64 scalar)".to_string());
+        }
+        match (step, mismatches.is_empty()) {
+            (Some(step), true) => {
+                crate::tensor_file::copy_into(source, &expected, &found)?;
+                self.step = step;
+                Ok(())
+            }
+            _ => Err(ModelError::Mismatch {
+                path: source.to_path_buf(),
+                mismatches,
+            }),
+        }
+    }
+}
