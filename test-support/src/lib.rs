@@ -25,7 +25,12 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
         .arg(script)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot start {} (run `cargo xtask setup`): {e}", py.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {} (run `cargo xtask setup`): {e}",
+                py.display()
+            )
+        });
     assert!(
         out.status.success(),
         "python cross-check failed ({}):\n{}",

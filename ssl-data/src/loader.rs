@@ -1,0 +1,324 @@
+//! The parallel, deterministic multi-view loader.
+//!
+//! Epoch `e` visits the dataset in the order of a Fisher–Yates shuffle
+//! seeded by `(seed, e)`; sample `i` of epoch `e` draws all its views from
+//! a ChaCha8 stream seeded by `(seed, e, i)`. No random state is shared
+//! between samples, so the batches are the same whatever the number of
+//! threads. Samples of a batch are decoded and augmented in parallel on a
+//! rayon pool of `threads` threads; a background thread builds up to
+//! `prefetch` batches ahead of the consumer.
+
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use tch::{Device, Kind, Tensor};
+
+use crate::augment::pipeline::Pipeline;
+use crate::dataset::Dataset;
+use crate::error::DataError;
+use crate::seed::derive_seed;
+
+/// Stream tag of the epoch permutation (sample streams use the sample index).
+const ORDER_STREAM: u64 = u64::MAX;
+
+/// How batches are drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoaderConfig {
+    /// Samples per batch.
+    pub batch_size: usize,
+    /// Augmented views per sample (2 for most methods, 4 for W-MSE 4 / CW-RGP 4).
+    pub views: usize,
+    /// Seed of the orders and augmentations.
+    pub seed: u64,
+    /// Worker threads for decoding and augmentation.
+    pub threads: usize,
+    /// Batches built ahead of the consumer (at least 1).
+    pub prefetch: usize,
+    /// Shuffle each epoch (SSL, classifier training) or keep the dataset order (evaluation).
+    pub shuffle: bool,
+    /// Drop the last incomplete batch.
+    pub drop_last: bool,
+    /// Where the batches go: on CUDA they are returned in pinned host memory,
+    /// ready for a non-blocking copy.
+    pub device: Device,
+}
+
+impl LoaderConfig {
+    /// Shuffled, drop-last batches on the CPU, on all available cores, 2 batches ahead.
+    pub fn new(batch_size: usize, views: usize, seed: u64) -> Self {
+        Self {
+            batch_size,
+            views,
+            seed,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            prefetch: 2,
+            shuffle: true,
+            drop_last: true,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// One batch: `views[v]` is `[B, 3, H, W]` `f32` (normalised), `labels`
+/// `[B]` `i64` (`−1` for an unlabeled sample), `indices` the dataset indices.
+#[derive(Debug)]
+pub struct Batch {
+    /// One tensor per view.
+    pub views: Vec<Tensor>,
+    /// Class labels, `−1` when unlabeled.
+    pub labels: Tensor,
+    /// Dataset index of each row.
+    pub indices: Vec<usize>,
+}
+
+impl Batch {
+    /// Moves the views and labels to `device` (non-blocking from pinned memory).
+    pub fn to_device(self, device: Device) -> Self {
+        Self {
+            views: self
+                .views
+                .iter()
+                .map(|v| v.to_device_(device, Kind::Float, true, false))
+                .collect(),
+            labels: self.labels.to_device_(device, Kind::Int64, true, false),
+            indices: self.indices,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Shared<D> {
+    dataset: Arc<D>,
+    pipeline: Pipeline,
+    config: LoaderConfig,
+    pool: rayon::ThreadPool,
+}
+
+/// Draws batches of augmented views from a dataset.
+#[derive(Debug)]
+pub struct Loader<D> {
+    shared: Arc<Shared<D>>,
+}
+
+/// The RNG all views of sample `index` in `epoch` are drawn from.
+pub fn sample_rng(seed: u64, epoch: u64, index: usize) -> ChaCha8Rng {
+    ChaCha8Rng::from_seed(derive_seed(seed, epoch, index as u64))
+}
+
+impl<D: Dataset + 'static> Loader<D> {
+    /// A loader; fails on a zero batch size, view count or thread count.
+    pub fn new(
+        dataset: Arc<D>,
+        pipeline: Pipeline,
+        config: LoaderConfig,
+    ) -> Result<Self, DataError> {
+        if config.batch_size == 0 || config.views == 0 || config.threads == 0 {
+            return Err(DataError::InvalidParameter(format!(
+                "loader needs batch_size, views and threads >= 1, got {}, {}, {}",
+                config.batch_size, config.views, config.threads
+            )));
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(config.threads)
+            .thread_name(|i| format!("ssl-data-{i}"))
+            .build()
+            .map_err(|e| {
+                DataError::InvalidParameter(format!("cannot start the loader threads: {e}"))
+            })?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                dataset,
+                pipeline,
+                config,
+                pool,
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LoaderConfig {
+        &self.shared.config
+    }
+
+    /// Batches in one epoch: `⌊N / B⌋` with drop-last, else `⌈N / B⌉`.
+    pub fn batches_per_epoch(&self) -> usize {
+        self.shared.batches_per_epoch()
+    }
+
+    /// The order samples are visited in during `epoch`.
+    pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
+        self.shared.epoch_order(epoch)
+    }
+
+    /// Builds batch `batch` of `epoch` on the calling thread (plus the pool).
+    pub fn batch(&self, epoch: u64, batch: usize) -> Result<Batch, DataError> {
+        let order = self.shared.epoch_order(epoch);
+        self.shared.build(epoch, &order, batch)
+    }
+
+    /// Iterates over the batches of `epoch`, built by a background thread
+    /// at most `prefetch` batches ahead. Dropping the iterator stops it.
+    pub fn epoch(&self, epoch: u64) -> EpochBatches {
+        let shared = Arc::clone(&self.shared);
+        let (tx, rx) = sync_channel(self.shared.config.prefetch.max(1) - 1);
+        let worker = std::thread::Builder::new()
+            .name("ssl-data-prefetch".into())
+            .spawn(move || {
+                let order = shared.epoch_order(epoch);
+                for b in 0..shared.batches_per_epoch() {
+                    let result = shared.build(epoch, &order, b);
+                    let failed = result.is_err();
+                    if tx.send(result).is_err() || failed {
+                        break;
+                    }
+                }
+            });
+        match worker {
+            Ok(handle) => EpochBatches {
+                rx: Some(rx),
+                worker: Some(handle),
+                spawn_error: None,
+            },
+            Err(e) => EpochBatches {
+                rx: None,
+                worker: None,
+                spawn_error: Some(DataError::InvalidParameter(format!(
+                    "cannot start the prefetch thread: {e}"
+                ))),
+            },
+        }
+    }
+}
+
+impl<D: Dataset> Shared<D> {
+    fn batches_per_epoch(&self) -> usize {
+        let (n, b) = (self.dataset.len(), self.config.batch_size);
+        if self.config.drop_last {
+            n / b
+        } else {
+            n.div_ceil(b)
+        }
+    }
+
+    fn epoch_order(&self, epoch: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.dataset.len()).collect();
+        if self.config.shuffle {
+            let mut rng = ChaCha8Rng::from_seed(derive_seed(self.config.seed, epoch, ORDER_STREAM));
+            order.shuffle(&mut rng);
+        }
+        order
+    }
+
+    fn build(&self, epoch: u64, order: &[usize], batch: usize) -> Result<Batch, DataError> {
+        let bs = self.config.batch_size;
+        let lo = batch * bs;
+        if lo >= order.len() {
+            return Err(DataError::IndexOutOfRange {
+                index: batch,
+                len: self.batches_per_epoch(),
+            });
+        }
+        let indices = order[lo..(lo + bs).min(order.len())].to_vec();
+        let b = indices.len();
+        let per_view = self.pipeline.output_len();
+        let views = self.config.views;
+        let mut buffers: Vec<Vec<f32>> = (0..views).map(|_| vec![0f32; b * per_view]).collect();
+        let mut labels = vec![-1i64; b];
+        // Transpose the [view][sample] chunks into one list of view slices per sample.
+        let mut per_sample: Vec<Vec<&mut [f32]>> =
+            (0..b).map(|_| Vec::with_capacity(views)).collect();
+        for buf in buffers.iter_mut() {
+            for (slot, chunk) in per_sample.iter_mut().zip(buf.chunks_exact_mut(per_view)) {
+                slot.push(chunk);
+            }
+        }
+        self.pool.install(|| {
+            per_sample
+                .into_par_iter()
+                .zip(labels.par_iter_mut())
+                .zip(indices.par_iter())
+                .try_for_each(|((outs, label), &index)| {
+                    let sample = self.dataset.get(index)?;
+                    *label = sample.label.map_or(-1, i64::from);
+                    let mut rng = sample_rng(self.config.seed, epoch, index);
+                    for out in outs {
+                        self.pipeline.apply_into(&sample.image, &mut rng, out)?;
+                    }
+                    Ok::<(), DataError>(())
+                })
+        })?;
+        let (h, w) = self.pipeline.output_size();
+        let pin = self.config.device.is_cuda();
+        let to_tensor = |t: Tensor| -> Result<Tensor, DataError> {
+            Ok(if pin {
+                t.f_pin_memory(self.config.device)?
+            } else {
+                t
+            })
+        };
+        let views = buffers
+            .iter()
+            .map(|buf| to_tensor(float_tensor(buf, &[b as i64, 3, h as i64, w as i64])?))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Batch {
+            views,
+            labels: to_tensor(Tensor::f_from_slice(&labels)?)?,
+            indices,
+        })
+    }
+}
+
+/// A CPU `f32` tensor of `shape` holding `data`, copied with one serial
+/// `memcpy`. (`Tensor::from_slice` zero-fills first with an OpenMP-parallel
+/// kernel, whose spinning worker threads then compete with the loader's own.)
+fn float_tensor(data: &[f32], shape: &[i64]) -> Result<Tensor, DataError> {
+    let t = Tensor::f_empty(shape, (Kind::Float, Device::Cpu))?;
+    if t.numel() != data.len() {
+        return Err(DataError::InvalidParameter(format!(
+            "{} floats for a tensor of shape {shape:?}",
+            data.len()
+        )));
+    }
+    // SAFETY: `t` is a tensor libtorch has just allocated, contiguous on the CPU with
+    // `data.len()` f32 elements, and nothing else refers to it yet.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::ptr::copy_nonoverlapping(data.as_ptr(), t.data_ptr() as *mut f32, data.len());
+    }
+    Ok(t)
+}
+
+/// The batches of one epoch, in order (see [`Loader::epoch`]).
+#[derive(Debug)]
+pub struct EpochBatches {
+    rx: Option<Receiver<Result<Batch, DataError>>>,
+    worker: Option<JoinHandle<()>>,
+    spawn_error: Option<DataError>,
+}
+
+impl Iterator for EpochBatches {
+    type Item = Result<Batch, DataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.spawn_error.take() {
+            return Some(Err(e));
+        }
+        self.rx.as_ref()?.recv().ok()
+    }
+}
+
+impl Drop for EpochBatches {
+    fn drop(&mut self) {
+        // Closing the channel makes the worker's next send fail, so it stops.
+        self.rx.take();
+        if let Some(worker) = self.worker.take() {
+            // A panic in the worker has already been reported on stderr by the runtime.
+            let _ = worker.join();
+        }
+    }
+}
