@@ -1,1 +1,67 @@
-//! ssl-losses
+//! The loss zoo of "An Investigation into Whitening Loss for
+//! Self-supervised Learning" (Weng et al., NeurIPS 2022), Table 1 and
+//! SwAV of Table 2 (SPEC §3), each usable on plain tensors without a
+//! trainer, one file per method:
+//!
+//! | method | entry point |
+//! |---|---|
+//! | CW-RGP, CW, CW-GP, W-MSE, PCA whitening, Shuffled-DBN, plain | [`WhiteningLoss`] |
+//! | SimCLR | [`nt_xent`] |
+//! | BYOL | [`byol_loss`], [`byol_tau`], [`ema_update`] |
+//! | SimSiam | [`simsiam_loss`] |
+//! | Barlow Twins | [`barlow_twins_loss`] |
+//! | VICReg | [`vicreg_loss`] |
+//! | Zero-CL (instance loss) | [`zero_cl_instance_loss`] |
+//! | SwAV | [`swav_loss`], [`sinkhorn_knopp`] |
+//! | all of them, by name | [`Method`] |
+//!
+//! **Input convention** ([`views`]): the embeddings of all views are one
+//! tensor `[views, m, d]`; row `r` of every view comes from the same image.
+//!
+//! ```
+//! use rand::SeedableRng;
+//! use ssl_losses::{Method, MethodOutputs};
+//! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+//! let z = tch::Tensor::randn([4, 128, 512], (tch::Kind::Float, tch::Device::Cpu));
+//! let method = Method::from_name("cw-rgp")?; // g = 4, w_size = 64
+//! let loss = method.loss(&MethodOutputs::embeddings(&z), 0, &mut rng)?;
+//! assert!(loss.double_value(&[]).is_finite());
+//! # Ok::<(), ssl_losses::LossError>(())
+//! ```
+
+pub mod barlow_twins;
+pub mod batch_norm;
+pub mod byol;
+pub mod error;
+pub mod method;
+pub mod norm_mse;
+pub mod shuffled_dbn;
+pub mod simclr;
+pub mod simsiam;
+mod single_threaded;
+pub mod swav;
+pub mod vicreg;
+pub mod views;
+pub mod whitening_loss;
+mod zca_whitening_loss;
+pub mod zero_cl;
+
+pub use barlow_twins::barlow_twins_loss;
+pub use batch_norm::batch_standardize;
+pub use byol::{byol_loss, byol_tau, ema_update};
+pub use error::LossError;
+pub use method::{
+    AxisName, BarlowTwinsParams, ByolParams, ExtraNetworks, Method, MethodOutputs,
+    PcaWhiteningParams, PlainParams, ShuffledDbnParams, SimclrParams, SimsiamParams,
+    WhiteningParams, ZeroClParams, METHOD_NAMES,
+};
+pub use norm_mse::{l2_normalize, norm_mse, plain_mse};
+pub use shuffled_dbn::sub_batch_standardize;
+pub use simclr::nt_xent;
+pub use simsiam::simsiam_loss;
+pub use swav::{sinkhorn_knopp, swav_loss, SwavParams};
+pub use vicreg::{vicreg_loss, VicRegWeights};
+pub use whitening_loss::{
+    covariance_loss, pairwise_view_loss, CovarianceTerm, ViewTransform, WhiteningLoss,
+};
+pub use zero_cl::zero_cl_instance_loss;

@@ -1,0 +1,20 @@
+//! Shuffled-DBN's "whitening": batch standardisation per random sub-batch
+//! (SPEC §3; Hua et al., "On Feature Decorrelation in Self-Supervised
+//! Learning", ICCV 2021, as reproduced in the CW-RGP paper's Table 1).
+//!
+//! Each sub-batch `x ∈ R^{w×d}` becomes `(x − μ) / √(σ² + eps)` with the
+//! per-channel mean `μ` and *biased* variance `σ²` over its `w` rows:
+//! `BatchNorm1d(d, eps, affine=False, track_running_stats=False)` in
+//! training mode. The reference passes `w_eps` (default 0) as `eps`; the
+//! method's default here is BatchNorm1d's 1e-5 (torch 2.x rejects 0).
+//! The loss itself is [`crate::WhiteningLoss::shuffled_dbn`].
+
+use tch::Tensor;
+
+use crate::batch_norm::batch_standardize;
+
+/// Standardises each of the `n` sub-batches of `x: [n, w, d]` over its `w`
+/// rows: `(x − mean) / sqrt(var_biased + eps)`, channel by channel.
+pub fn sub_batch_standardize(x: &Tensor, eps: f64) -> Tensor {
+    batch_standardize(x, eps)
+}
