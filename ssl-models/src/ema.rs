@@ -9,12 +9,6 @@ use tch::Tensor;
 use crate::tensor_file::{mismatches, sorted_variables};
 use crate::ModelError;
 
-/// BYOL's target momentum at training `progress ∈ [0, 1]` (step / total steps):
-/// `τ = 1 − (1 − τ₀)·(cos(π·progress) + 1)/2`, going from τ₀ to 1 (SPEC §3).
-pub fn byol_tau(tau0: f64, progress: f64) -> f64 {
-    1.0 - (1.0 - tau0) * ((std::f64::consts::PI * progress).cos() + 1.0) / 2.0
-}
-
 /// What the target does with buffers (BatchNorm running statistics and
 /// `num_batches_tracked`) on [`EmaTarget::update`]. Integer buffers are always
 /// copied.

@@ -36,7 +36,7 @@ mod tensor_file;
 pub use acceleration::{Acceleration, AccelerationStatus};
 pub use batch_norm::{batch_norm, BatchNorm, BatchNormConfig};
 pub use checkpoint::{load_checkpoint, Checkpoint, CheckpointMetadata, RngState};
-pub use ema::{byol_tau, BufferUpdate, EmaTarget};
+pub use ema::{BufferUpdate, EmaTarget};
 pub use error::ModelError;
 pub use head::{Mlp, ProjectionHeadConfig};
 pub use optim::{Optimizer, OptimizerKind};
