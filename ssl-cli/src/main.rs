@@ -3,8 +3,11 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod config;
 mod demo;
 mod device;
+mod train;
+mod whiten;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -24,17 +27,84 @@ struct Cli {
 enum Cmd {
     /// Print the libtorch in use, the devices it sees and its thread count.
     Info,
+    /// Pre-train with a preset (`ssl config list`) and overrides; checkpoints,
+    /// metrics.jsonl/csv and evaluations go to run.out_dir/run.name.
+    Train(train::TrainArgs),
     /// A short demonstration on built-in synthetic data (what `cargo xtask demo` runs).
     Demo(demo::DemoArgs),
+    /// Whiten an embedding matrix (.npy): BW/CW, ZCA/PCA/Cholesky/Newton–Schulz,
+    /// groups; with --axis batch, fit on INPUT and --apply to other matrices.
+    Whiten(whiten::WhitenArgs),
+    /// Presets and resolved configurations.
+    #[command(subcommand)]
+    Config(ConfigCmd),
 }
 
-fn main() -> Result<()> {
-    let cli = Cli::parse();
+#[derive(Debug, Subcommand)]
+enum ConfigCmd {
+    /// List the presets under configs/ (one per paper row).
+    List,
+    /// Print the fully resolved configuration of a preset (defaults, then the
+    /// preset, then each --set), as TOML.
+    Show {
+        /// A preset name such as `cifar10/cw-rgp-4`, or a path to a TOML file.
+        preset: Option<String>,
+        /// Override a key, e.g. `--set optim.lr=1e-3 --set data.views=4`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Resolve and validate every preset; report the ones that fail.
+    Check,
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole context chain, one cause per line; no backtrace noise.
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Info => {
             device::print_info();
             Ok(())
         }
         Cmd::Demo(args) => demo::run(&args),
+        Cmd::Whiten(args) => whiten::run(&args),
+        Cmd::Train(args) => train::run(&args),
+        Cmd::Config(ConfigCmd::List) => {
+            for name in config::preset_names()? {
+                println!("{name}");
+            }
+            Ok(())
+        }
+        Cmd::Config(ConfigCmd::Show { preset, overrides }) => {
+            let cfg = config::Config::resolve(preset.as_deref(), &overrides)?;
+            print!("{}", cfg.to_toml()?);
+            Ok(())
+        }
+        Cmd::Config(ConfigCmd::Check) => {
+            let names = config::preset_names()?;
+            let mut failed = 0;
+            for name in &names {
+                if let Err(e) = config::Config::resolve(Some(name), &[]) {
+                    failed += 1;
+                    println!("{name}: {e:#}");
+                }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} presets are invalid", names.len());
+            }
+            println!("{} presets resolve and validate", names.len());
+            Ok(())
+        }
     }
 }

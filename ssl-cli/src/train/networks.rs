@@ -1,0 +1,164 @@
+//! The networks a method trains (SPEC §4): encoder + projection head, and
+//! per method a predictor (BYOL, SimSiam), an EMA target (BYOL) or SwAV
+//! prototypes. Variable names: `encoder.<torchvision name>`, `head.<i>.…`,
+//! `predictor.<i>.…`, `prototypes.weight`.
+
+use anyhow::{Context, Result};
+use ssl_losses::{Method, MethodOutputs};
+use ssl_models::{
+    BufferUpdate, Depth, EmaTarget, Mlp, ProjectionHeadConfig, Prototypes, ResNet, ResNetConfig,
+    Stem,
+};
+use tch::nn::{self, ModuleT, VarStore};
+use tch::{Device, Tensor};
+
+use crate::config::{Config, DatasetName};
+
+/// The EMA copy of encoder + head (BYOL).
+#[derive(Debug)]
+pub struct Target {
+    pub ema: EmaTarget,
+    encoder: ResNet,
+    head: Mlp,
+}
+
+#[derive(Debug)]
+pub struct Networks {
+    pub vs: VarStore,
+    pub encoder: ResNet,
+    pub head: Mlp,
+    pub predictor: Option<Mlp>,
+    pub prototypes: Option<Prototypes>,
+    pub target: Option<Target>,
+}
+
+/// One step's outputs, each `[views, m, d]`.
+#[derive(Debug)]
+pub struct StepOutputs {
+    pub embeddings: Tensor,
+    pub predictions: Option<Tensor>,
+    pub target_embeddings: Option<Tensor>,
+}
+
+impl StepOutputs {
+    pub fn as_method_outputs<'a>(&'a self, nets: &'a Networks) -> MethodOutputs<'a> {
+        MethodOutputs {
+            embeddings: &self.embeddings,
+            predictions: self.predictions.as_ref(),
+            target_embeddings: self.target_embeddings.as_ref(),
+            prototypes: nets.prototypes.as_ref().map(|p| &p.weight),
+        }
+    }
+}
+
+fn stem_for(dataset: DatasetName) -> Stem {
+    match dataset {
+        DatasetName::Cifar10 | DatasetName::Cifar100 | DatasetName::Synthetic => Stem::Cifar,
+        DatasetName::Stl10 | DatasetName::TinyImagenet => Stem::SmallWithMaxPool,
+        DatasetName::Imagenet => Stem::ImageNet,
+    }
+}
+
+/// Encoder and head under `path` (`encoder.…`, `head.…`).
+fn encoder_and_head(path: &nn::Path<'_>, cfg: &Config) -> Result<(ResNet, Mlp)> {
+    let depth = Depth::parse(&cfg.model.arch)?;
+    let rcfg = ResNetConfig::new(depth, stem_for(cfg.data.dataset)).with_width(cfg.model.width);
+    let encoder = ResNet::new(&(path / "encoder"), &rcfg)?;
+    let head = match &cfg.method {
+        Method::Simsiam(_) => Mlp::simsiam_head(
+            &(path / "head"),
+            encoder.out_dim(),
+            cfg.model.head_size,
+            cfg.model.emb,
+        ),
+        _ => Mlp::projection_head(
+            &(path / "head"),
+            &ProjectionHeadConfig {
+                in_dim: encoder.out_dim(),
+                hidden_dim: cfg.model.head_size,
+                out_dim: cfg.model.emb,
+                layers: cfg.model.head_layers as usize,
+                batch_norm: true,
+            },
+        )?,
+    };
+    Ok((encoder, head))
+}
+
+impl Networks {
+    /// Builds every network the method needs, initialised from libtorch's
+    /// RNG (seed it first for repeatable runs).
+    pub fn new(cfg: &Config, device: Device) -> Result<Self> {
+        let vs = VarStore::new(device);
+        let root = vs.root();
+        let (encoder, head) = encoder_and_head(&root, cfg)?;
+        let emb = cfg.model.emb;
+        let predictor = match &cfg.method {
+            Method::Byol(_) => Some(Mlp::byol_predictor(
+                &(&root / "predictor"),
+                emb,
+                cfg.model.head_size,
+            )),
+            Method::Simsiam(p) => Some(Mlp::simsiam_predictor(
+                &(&root / "predictor"),
+                emb,
+                p.predictor_hidden,
+            )),
+            _ => None,
+        };
+        let prototypes = cfg
+            .method
+            .networks()
+            .prototypes
+            .map(|k| Prototypes::new(&(&root / "prototypes"), emb, k));
+        let target = if cfg.method.networks().ema_target {
+            let (ema, (encoder, head)) = EmaTarget::new(&vs, BufferUpdate::Copy, |p| {
+                encoder_and_head(p, cfg)
+                    .map_err(|e| ssl_models::ModelError::Config(format!("{e:#}")))
+            })
+            .context("building the EMA target")?;
+            Some(Target { ema, encoder, head })
+        } else {
+            None
+        };
+        Ok(Self {
+            vs,
+            encoder,
+            head,
+            predictor,
+            prototypes,
+            target,
+        })
+    }
+
+    /// `head(encoder(x))`.
+    pub fn embed(&self, x: &Tensor, train: bool) -> Tensor {
+        self.head
+            .forward_t(&self.encoder.forward_t(x, train), train)
+    }
+
+    /// All views in one pass (BatchNorm sees the views together, as the
+    /// reference's `torch.cat(samples)`), reshaped to `[views, m, d]`.
+    pub fn forward(&self, views: &[Tensor], train: bool) -> StepOutputs {
+        let v = views.len() as i64;
+        let x = Tensor::cat(views, 0);
+        let z = self.embed(&x, train);
+        let m = z.size()[0] / v;
+        let predictions = self
+            .predictor
+            .as_ref()
+            .map(|p| p.forward_t(&z, train).view([v, m, -1]));
+        let target_embeddings = self.target.as_ref().map(|t| {
+            tch::no_grad(|| {
+                t.head
+                    .forward_t(&t.encoder.forward_t(&x, train), train)
+                    .view([v, m, -1])
+            })
+        });
+        StepOutputs {
+            embeddings: z.view([v, m, -1]),
+            predictions,
+            target_embeddings,
+        }
+    }
+}
