@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod config;
 mod demo;
 mod device;
+mod plot;
 mod train;
 mod whiten;
 
