@@ -8,6 +8,8 @@ mod demo;
 mod device;
 #[allow(dead_code)] // Wired into train/analyze next; remove once every item is used.
 mod plot;
+#[allow(dead_code)] // Used by eval/analyze/export next.
+mod restore;
 mod train;
 mod whiten;
 
