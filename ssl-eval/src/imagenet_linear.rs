@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 
 use crate::linear_classifier::{top_k_accuracy, LinearClassifier};
-use crate::optim::{Lars, SgdMomentum};
+use crate::optim::TensorOptimizer;
 use crate::results::{LinearProtocol, LinearResult};
 use crate::EvalError;
 
@@ -139,11 +139,6 @@ pub struct ImagenetLinearTask<'a, M: ?Sized> {
     pub device: Device,
 }
 
-enum Optimizer {
-    Sgd(SgdMomentum),
-    Lars(Lars),
-}
-
 /// Runs the protocol: for each epoch `e`, every `(images, labels)` batch of
 /// `train_batches(e)` is augmented by `augment`, encoded by the frozen
 /// encoder, and the classifier takes one optimiser step on the closed-form
@@ -167,17 +162,15 @@ where
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut clf = LinearClassifier::normal_init(d, classes, device, &mut rng);
     let mut opt = match cfg.optimizer {
-        LinearOptimizer::Sgd => Optimizer::Sgd(SgdMomentum::new(
-            &[&clf.weight, &clf.bias],
-            cfg.momentum,
-            cfg.weight_decay,
-        )),
-        LinearOptimizer::Lars { trust_coefficient } => Optimizer::Lars(Lars::new(
+        LinearOptimizer::Sgd => {
+            TensorOptimizer::sgd(&[&clf.weight, &clf.bias], cfg.momentum, cfg.weight_decay)
+        }
+        LinearOptimizer::Lars { trust_coefficient } => TensorOptimizer::lars(
             &[&clf.weight, &clf.bias],
             cfg.momentum,
             cfg.weight_decay,
             trust_coefficient,
-        )),
+        ),
     };
     let encode = |x: &Tensor, what: &str| -> Result<Tensor, EvalError> {
         let h = task
@@ -218,10 +211,7 @@ where
                 loss_sum += clf.cross_entropy(&h, &y) * rows as f64;
                 let (gw, gb) = clf.cross_entropy_grad(&h, &y.one_hot(classes).to_kind(Kind::Float));
                 let mut params = [&mut clf.weight, &mut clf.bias];
-                match &mut opt {
-                    Optimizer::Sgd(o) => o.step(&mut params, vec![gw, gb], lr),
-                    Optimizer::Lars(o) => o.step(&mut params, vec![gw, gb], lr),
-                }
+                opt.step(&mut params, vec![gw, gb], lr);
             });
             seen += rows;
         }

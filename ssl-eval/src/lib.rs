@@ -43,7 +43,7 @@ pub use imagenet_linear::{
 pub use knn::{knn_evaluate, knn_scores, nearest_neighbours, KnnConfig, KnnMetric, Neighbours};
 pub use linear_classifier::{top_k_accuracy, LinearClassifier};
 pub use linear_probe::{epoch_permutation, linear_probe, train_linear_probe, LinearProbeConfig};
-pub use optim::{Adam, Lars, SgdMomentum};
+pub use optim::TensorOptimizer;
 pub use results::{
     DiagnosticsResult, EvalResults, KnnResult, LinearProtocol, LinearResult, RankSummary,
     Representation,

@@ -20,7 +20,7 @@ use tch::{Kind, Tensor};
 
 use crate::features::{num_classes, Features};
 use crate::linear_classifier::LinearClassifier;
-use crate::optim::Adam;
+use crate::optim::TensorOptimizer;
 use crate::results::{LinearProtocol, LinearResult};
 use crate::EvalError;
 
@@ -150,7 +150,7 @@ pub fn train_linear_probe<R: Rng + ?Sized>(
             ],
             1,
         );
-        let mut adam = Adam::new(&[&theta], cfg.weight_decay);
+        let mut adam = TensorOptimizer::adam(&[&theta], cfg.weight_decay);
         for epoch in 0..cfg.epochs {
             let lr = cfg.lr_at(epoch);
             let perm = Tensor::from_slice(&epoch_permutation(n, rng)).to_device(device);

@@ -3,8 +3,8 @@
 //! by the venv Python.
 
 use ssl_eval::{
-    imagenet_linear, ImagenetLinearConfig, ImagenetLinearTask, Lars, LinearOptimizer,
-    LinearProtocol, SgdMomentum,
+    imagenet_linear, ImagenetLinearConfig, ImagenetLinearTask, LinearOptimizer, LinearProtocol,
+    TensorOptimizer,
 };
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
@@ -154,8 +154,8 @@ fn sgd_and_lars_match_torch_step_for_step() {
     // optimiser writing weight decay into its input would break the second.
     let run = |lars: bool| {
         let (mut w, mut b) = (w0.copy(), b0.copy());
-        let mut sgd = SgdMomentum::new(&[&w, &b], momentum, wd);
-        let mut lars_opt = Lars::new(&[&w, &b], momentum, wd, trust);
+        let mut sgd = TensorOptimizer::sgd(&[&w, &b], momentum, wd);
+        let mut lars_opt = TensorOptimizer::lars(&[&w, &b], momentum, wd, trust);
         for (s, lr) in lrs.iter().enumerate() {
             let grads = vec![gw.get(s as i64), gb.get(s as i64)];
             if lars {

@@ -35,9 +35,11 @@ pub enum OptimizerKind {
         /// μ (SPEC §6 ImageNet: 0.9).
         momentum: f64,
     },
-    /// SGD whose gradient of every weight with more than one dimension is
-    /// scaled by the trust ratio `η·‖θ‖/‖g‖` (1 when either norm is 0) after
-    /// weight decay; biases and BN parameters are updated as plain SGD.
+    /// LARS as MoCo v3 and SimSiam's linear evaluation use it (You et al.
+    /// 2017): for every weight with more than one dimension, weight decay is
+    /// added and the gradient scaled by the trust ratio `η·‖θ‖/‖g‖` (1 when
+    /// either norm is 0); biases and BN parameters get neither (plain
+    /// momentum SGD). Then `b ← μb + g`, `θ ← θ − lr·b`.
     Lars {
         /// μ.
         momentum: f64,
@@ -56,8 +58,9 @@ impl OptimizerKind {
         }
     }
 
-    /// State tensors kept per parameter.
-    fn slots(&self) -> &'static [&'static str] {
+    /// State tensors kept per parameter, in the order
+    /// [`update_parameter`] takes them (torch.optim's state names).
+    pub fn slots(&self) -> &'static [&'static str] {
         match self {
             OptimizerKind::Adam { .. } => &["exp_avg", "exp_avg_sq"],
             OptimizerKind::Sgd { .. } | OptimizerKind::Lars { .. } => &["momentum_buffer"],
@@ -179,49 +182,12 @@ impl Optimizer {
                 if !grad.defined() {
                     continue;
                 }
-                let grad = if wd != 0.0 {
-                    grad + p.detach() * wd
-                } else {
-                    grad
-                };
-                let state = |slot: &str| self.state[&format!("{slot}.{name}")].shallow_clone();
-                match kind {
-                    OptimizerKind::Adam { beta1, beta2, eps } => {
-                        let mut m = state("exp_avg");
-                        let mut v = state("exp_avg_sq");
-                        let _ = m.lerp_(&grad, 1.0 - beta1);
-                        let _ = v.g_mul_scalar_(beta2);
-                        let _ = v.addcmul_(&(&grad * (1.0 - beta2)), &grad);
-                        let step_size = lr / (1.0 - beta1.powf(t));
-                        let bias_correction2_sqrt = (1.0 - beta2.powf(t)).sqrt();
-                        let denom = v.sqrt() / bias_correction2_sqrt + eps;
-                        let _ = p.addcdiv_(&(&m * -step_size), &denom);
-                    }
-                    OptimizerKind::Sgd { momentum } => {
-                        let mut b = state("momentum_buffer");
-                        let _ = b.g_mul_scalar_(momentum);
-                        let _ = b.g_add_(&grad);
-                        let _ = p.g_add_(&(&b * -lr));
-                    }
-                    OptimizerKind::Lars { momentum, eta } => {
-                        let grad = if p.dim() > 1 {
-                            let p_norm = p.detach().norm().double_value(&[]);
-                            let g_norm = grad.norm().double_value(&[]);
-                            let trust = if p_norm > 0.0 && g_norm > 0.0 {
-                                eta * p_norm / g_norm
-                            } else {
-                                1.0
-                            };
-                            grad * trust
-                        } else {
-                            grad
-                        };
-                        let mut b = state("momentum_buffer");
-                        let _ = b.g_mul_scalar_(momentum);
-                        let _ = b.g_add_(&grad);
-                        let _ = p.g_add_(&(&b * -lr));
-                    }
-                }
+                let mut slots: Vec<Tensor> = kind
+                    .slots()
+                    .iter()
+                    .map(|slot| self.state[&format!("{slot}.{name}")].shallow_clone())
+                    .collect();
+                update_parameter(kind, p, grad, &mut slots, lr, wd, t);
             }
         });
     }
@@ -271,6 +237,76 @@ impl Optimizer {
                 path: source.to_path_buf(),
                 mismatches,
             }),
+        }
+    }
+}
+
+/// One update of one parameter `p` by the rule `kind`: the kernel that
+/// [`Optimizer::step`] runs for every parameter, public so that code holding
+/// plain tensors and explicit gradients (ssl-eval's linear protocols) shares
+/// the exact same arithmetic.
+///
+/// `slots` are the per-parameter state tensors in [`OptimizerKind::slots`]
+/// order (zeros before the first step), `t` the 1-based step number (Adam's
+/// bias correction). Weight decay is L2 added to the gradient, `g ← g +
+/// wd·θ`, for every parameter with Adam and SGD and only for weights with
+/// more than one dimension with LARS (MoCo v3). `p` is updated in place: call
+/// it under `tch::no_grad` when `p` requires gradients. `grad` is consumed
+/// and never written into.
+pub fn update_parameter(
+    kind: OptimizerKind,
+    p: &mut Tensor,
+    grad: Tensor,
+    slots: &mut [Tensor],
+    lr: f64,
+    weight_decay: f64,
+    t: f64,
+) {
+    let decayed = |grad: Tensor, p: &Tensor| {
+        if weight_decay != 0.0 {
+            grad + p.detach() * weight_decay
+        } else {
+            grad
+        }
+    };
+    match kind {
+        OptimizerKind::Adam { beta1, beta2, eps } => {
+            let grad = decayed(grad, p);
+            let (m, v) = slots.split_at_mut(1);
+            let (m, v) = (&mut m[0], &mut v[0]);
+            let _ = m.lerp_(&grad, 1.0 - beta1);
+            let _ = v.g_mul_scalar_(beta2);
+            let _ = v.addcmul_(&(&grad * (1.0 - beta2)), &grad);
+            let step_size = lr / (1.0 - beta1.powf(t));
+            let bias_correction2_sqrt = (1.0 - beta2.powf(t)).sqrt();
+            let denom = v.sqrt() / bias_correction2_sqrt + eps;
+            let _ = p.addcdiv_(&(&*m * -step_size), &denom);
+        }
+        OptimizerKind::Sgd { momentum } => {
+            let grad = decayed(grad, p);
+            let b = &mut slots[0];
+            let _ = b.g_mul_scalar_(momentum);
+            let _ = b.g_add_(&grad);
+            let _ = p.g_add_(&(&*b * -lr));
+        }
+        OptimizerKind::Lars { momentum, eta } => {
+            let grad = if p.dim() > 1 {
+                let grad = decayed(grad, p);
+                let p_norm = p.detach().norm().double_value(&[]);
+                let g_norm = grad.norm().double_value(&[]);
+                let trust = if p_norm > 0.0 && g_norm > 0.0 {
+                    eta * p_norm / g_norm
+                } else {
+                    1.0
+                };
+                grad * trust
+            } else {
+                grad
+            };
+            let b = &mut slots[0];
+            let _ = b.g_mul_scalar_(momentum);
+            let _ = b.g_add_(&grad);
+            let _ = p.g_add_(&(&*b * -lr));
         }
     }
 }

@@ -107,7 +107,9 @@ fn lars_follows_its_formula() {
         let trust = eta * w64.norm().double_value(&[]) / g.norm().double_value(&[]);
         mw = &mw * momentum + g * trust;
         w64 = &w64 - &mw * lr;
-        mb = &mb * momentum + gb.get(t).to_kind(Kind::Double) + &b64 * wd;
+        // MoCo v3's LARS: biases (one dimension) get neither weight decay nor
+        // the trust ratio.
+        mb = &mb * momentum + gb.get(t).to_kind(Kind::Double);
         b64 = &b64 - &mb * lr;
     }
     // float32 vs f64 over two steps of O(1) values: ≲ 1e-6.
