@@ -86,6 +86,7 @@ pub fn run(root: &Path) -> Result<Env> {
     let libtorch_version = check_libtorch(&libtorch, user_libtorch.is_some())?;
     relink(&link, &libtorch)?;
     ensure_openblas()?;
+    ensure_openmpi()?;
     let cuda_libs = libtorch.join("lib/libtorch_cuda.so").exists();
     Ok(Env {
         libtorch,
@@ -344,6 +345,56 @@ fn ensure_openblas() -> Result<()> {
     apt(&["install", "-y", "-qq", "libopenblas-dev"])?;
     if !has_openblas() {
         bail!("libopenblas-dev was installed but libopenblas.so is still not found");
+    }
+    Ok(())
+}
+
+fn has_openmpi() -> bool {
+    let lib = OPENBLAS_DIRS
+        .iter()
+        .any(|d| Path::new(d).join("libmpi.so.40").exists());
+    let mpirun = Command::new("mpirun")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    lib && mpirun
+}
+
+/// Open MPI (`mpirun` and `libmpi.so.40`) for data-parallel training on
+/// CPU processes (`ssl train --dist mpi`) and its `mpirun -np 2` tests; the
+/// `ssl` binary loads it at run time, so it is not needed to build.
+fn ensure_openmpi() -> Result<()> {
+    if has_openmpi() {
+        return Ok(());
+    }
+    const INSTALL: &str = "apt-get install -y openmpi-bin libopenmpi-dev";
+    if !is_root() {
+        bail!(
+            "Open MPI (mpirun, libmpi.so.40: data-parallel training on CPUs and its tests) is \
+             missing and set-up is not root. Run: sudo apt-get update && sudo {INSTALL}"
+        );
+    }
+    eprintln!("xtask | installing openmpi-bin libopenmpi-dev (data-parallel training on CPUs)");
+    let apt = |args: &[&str]| -> Result<()> {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .context("apt-get not found: install Open MPI (openmpi-bin libopenmpi-dev) by hand")?;
+        if !status.success() {
+            bail!(
+                "`apt-get {}` failed ({status}); run it by hand",
+                args.join(" ")
+            );
+        }
+        Ok(())
+    };
+    apt(&["update", "-qq"])?;
+    apt(&["install", "-y", "-qq", "openmpi-bin", "libopenmpi-dev"])?;
+    if !has_openmpi() {
+        bail!("openmpi-bin was installed but mpirun or libmpi.so.40 is still not found");
     }
     Ok(())
 }
