@@ -52,12 +52,15 @@ pub enum Method {
     /// Channel whitening, ZCA, random group partition.
     CwRgp(WhiteningParams),
     /// Channel whitening, ZCA, fixed contiguous groups (1 by default: no groups).
+    #[serde(deserialize_with = "cw_params")]
     Cw(WhiteningParams),
     /// Channel whitening, ZCA, fixed contiguous groups (4 by default).
     CwGp(WhiteningParams),
     /// Batch whitening, Cholesky (W-MSE).
+    #[serde(deserialize_with = "w_mse_params")]
     WMse(WhiteningParams),
     /// PCA whitening along `axis` (the paper's failure case).
+    #[serde(deserialize_with = "pca_params")]
     PcaWhitening(PcaWhiteningParams),
     /// Batch standardisation per sub-batch.
     ShuffledDbn(ShuffledDbnParams),
@@ -118,12 +121,69 @@ impl Default for WhiteningParams {
 }
 
 impl WhiteningParams {
-    fn with_groups(groups: i64) -> Self {
+    /// CW's defaults: CW-RGP's without groups.
+    pub fn cw() -> Self {
         Self {
-            groups,
+            groups: 1,
             ..Self::default()
         }
     }
+
+    /// W-MSE's defaults: one group, sub-batches of 128 (SPEC §6).
+    pub fn w_mse() -> Self {
+        Self {
+            groups: 1,
+            w_size: 128,
+            ..Self::default()
+        }
+    }
+}
+
+/// `base` with the keys a config gives replacing its fields: how the
+/// variants whose defaults differ from [`WhiteningParams::default`] (CW:
+/// one group; W-MSE: one group and `w_size` 128) deserialize, so that
+/// `name = "cw"` alone means the same as [`Method::from_name`]`("cw")`.
+/// Unknown keys and wrong types are rejected as for every other variant.
+fn overlay<'de, D, T>(deserializer: D, base: T) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Serialize + serde::de::DeserializeOwned,
+{
+    use serde::de::Error;
+    let given = serde_json::Value::deserialize(deserializer)?;
+    let mut merged = serde_json::to_value(&base).map_err(D::Error::custom)?;
+    match (&mut merged, given) {
+        (serde_json::Value::Object(fields), serde_json::Value::Object(given)) => {
+            // Checked here as well: a flattened struct (PCA whitening) cannot
+            // use `deny_unknown_fields`.
+            if let Some(unknown) = given.keys().find(|k| !fields.contains_key(*k)) {
+                let known: Vec<&str> = fields.keys().map(String::as_str).collect();
+                return Err(D::Error::custom(format!(
+                    "unknown field `{unknown}`, expected one of {}",
+                    known.join(", ")
+                )));
+            }
+            fields.extend(given);
+        }
+        (_, other) => {
+            return Err(D::Error::custom(format!(
+                "expected a table of method parameters, found {other}"
+            )))
+        }
+    }
+    serde_json::from_value(merged).map_err(D::Error::custom)
+}
+
+fn cw_params<'de, D: serde::Deserializer<'de>>(d: D) -> Result<WhiteningParams, D::Error> {
+    overlay(d, WhiteningParams::cw())
+}
+
+fn w_mse_params<'de, D: serde::Deserializer<'de>>(d: D) -> Result<WhiteningParams, D::Error> {
+    overlay(d, WhiteningParams::w_mse())
+}
+
+fn pca_params<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PcaWhiteningParams, D::Error> {
+    overlay(d, PcaWhiteningParams::default())
 }
 
 /// The whitening axis as written in a config.
@@ -161,7 +221,7 @@ impl Default for PcaWhiteningParams {
     fn default() -> Self {
         Self {
             axis: AxisName::Channel,
-            whitening: WhiteningParams::with_groups(1),
+            whitening: WhiteningParams::cw(),
         }
     }
 }
@@ -319,12 +379,9 @@ impl Method {
     pub fn from_name(name: &str) -> Result<Self, LossError> {
         Ok(match name {
             "cw-rgp" => Self::CwRgp(WhiteningParams::default()),
-            "cw" => Self::Cw(WhiteningParams::with_groups(1)),
+            "cw" => Self::Cw(WhiteningParams::cw()),
             "cw-gp" => Self::CwGp(WhiteningParams::default()),
-            "w-mse" => Self::WMse(WhiteningParams {
-                w_size: 128,
-                ..WhiteningParams::with_groups(1)
-            }),
+            "w-mse" => Self::WMse(WhiteningParams::w_mse()),
             "pca-whitening" => Self::PcaWhitening(PcaWhiteningParams::default()),
             "shuffled-dbn" => Self::ShuffledDbn(ShuffledDbnParams::default()),
             "plain" => Self::Plain(PlainParams::default()),

@@ -141,3 +141,39 @@ fn two_view_losses_reject_four_views() {
         );
     }
 }
+
+/// A config naming only the method means the paper's defaults for it, the
+/// same as `Method::from_name`, for every method, and a key given next to
+/// the name overrides only that key (CW and W-MSE default to other groups
+/// and sub-batch sizes than CW-RGP, which a plain `#[serde(default)]` lost).
+#[test]
+fn name_alone_means_the_paper_defaults() {
+    for name in METHOD_NAMES {
+        let m: Method = toml::from_str(&format!("name = '{name}'")).expect(name);
+        assert_eq!(m, Method::from_name(name).expect(name), "{name}");
+    }
+    let m: Method = toml::from_str("name = 'w-mse'\nw_iter = 4").expect("toml");
+    assert_eq!(
+        m,
+        Method::WMse(WhiteningParams {
+            w_iter: 4,
+            ..WhiteningParams::w_mse()
+        })
+    );
+    assert_eq!(
+        (
+            WhiteningParams::w_mse().w_size,
+            WhiteningParams::w_mse().groups
+        ),
+        (128, 1)
+    );
+    let err = toml::from_str::<Method>("name = 'cw'\ngroup = 2").expect_err("typo");
+    assert!(err.to_string().contains("group"), "{err}");
+    let err = toml::from_str::<Method>("name = 'pca-whitening'\ngrups = 2").expect_err("typo");
+    assert!(err.to_string().contains("grups"), "{err}");
+    let err = toml::from_str::<Method>("name = 'w-mse'\nw_size = 'big'").expect_err("type");
+    assert!(
+        err.to_string().contains("w_size") || err.to_string().contains("big"),
+        "{err}"
+    );
+}
