@@ -40,7 +40,7 @@ pub use dataset::{Dataset, InMemoryDataset, Sample};
 pub use error::DataError;
 pub use image::RgbImage;
 pub use image_folder::ImageFolder;
-pub use loader::{Batch, EpochBatches, Loader, LoaderConfig};
+pub use loader::{Batch, EpochBatches, Loader, LoaderConfig, Shard};
 pub use stl10::{Stl10, Stl10Split};
 pub use synthetic::{open_synthetic, write_synthetic_cifar, SyntheticConfig};
 pub use tiny_imagenet::{open_tiny_imagenet, TinyImageNetSplit};

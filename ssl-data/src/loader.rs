@@ -46,6 +46,46 @@ pub struct LoaderConfig {
     /// Where the batches go: on CUDA they are returned in pinned host memory,
     /// ready for a non-blocking copy.
     pub device: Device,
+    /// Which part of every epoch this loader draws (data-parallel training).
+    pub shard: Shard,
+}
+
+/// Part `rank` of `count` of every epoch, with the contract of PyTorch's
+/// `DistributedSampler` (and of `ssl_dist::shard`): the epoch order, the
+/// same on every rank, padded by repeating its head (or truncated, with
+/// `drop_last`) to a multiple of `count`, then every `count`-th index from
+/// `rank`. With batches of `B / count`, batch `b` of all ranks together is
+/// batch `b` of an unsharded loader with batches of `B`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// This part, `0..count`.
+    pub rank: usize,
+    /// Number of parts.
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole epoch.
+    pub const WHOLE: Shard = Shard { rank: 0, count: 1 };
+
+    /// Samples per part of an epoch of `len`.
+    pub fn part_len(&self, len: usize, drop_last: bool) -> usize {
+        if drop_last {
+            len / self.count
+        } else {
+            len.div_ceil(self.count)
+        }
+    }
+
+    /// This part of `order`.
+    pub fn apply(&self, order: Vec<usize>, drop_last: bool) -> Vec<usize> {
+        if self.count == 1 || order.is_empty() {
+            return order;
+        }
+        (0..self.part_len(order.len(), drop_last))
+            .map(|i| order[(i * self.count + self.rank) % order.len()])
+            .collect()
+    }
 }
 
 impl LoaderConfig {
@@ -60,6 +100,7 @@ impl LoaderConfig {
             shuffle: true,
             drop_last: true,
             device: Device::Cpu,
+            shard: Shard::WHOLE,
         }
     }
 }
@@ -117,6 +158,12 @@ impl<D: Dataset + 'static> Loader<D> {
         pipeline: Pipeline,
         config: LoaderConfig,
     ) -> Result<Self, DataError> {
+        if config.shard.count == 0 || config.shard.rank >= config.shard.count {
+            return Err(DataError::InvalidParameter(format!(
+                "loader shard {} of {} does not exist",
+                config.shard.rank, config.shard.count
+            )));
+        }
         if config.batch_size == 0 || config.views == 0 || config.threads == 0 {
             return Err(DataError::InvalidParameter(format!(
                 "loader needs batch_size, views and threads >= 1, got {}, {}, {}",
@@ -145,12 +192,13 @@ impl<D: Dataset + 'static> Loader<D> {
         &self.shared.config
     }
 
-    /// Batches in one epoch: `⌊N / B⌋` with drop-last, else `⌈N / B⌉`.
+    /// Batches in one epoch: `⌊N / B⌋` with drop-last, else `⌈N / B⌉`
+    /// (`N` this loader's shard of the dataset).
     pub fn batches_per_epoch(&self) -> usize {
         self.shared.batches_per_epoch()
     }
 
-    /// The order samples are visited in during `epoch`.
+    /// The order samples are visited in during `epoch` (this shard's part).
     pub fn epoch_order(&self, epoch: u64) -> Vec<usize> {
         self.shared.epoch_order(epoch)
     }
@@ -197,7 +245,11 @@ impl<D: Dataset + 'static> Loader<D> {
 
 impl<D: Dataset> Shared<D> {
     fn batches_per_epoch(&self) -> usize {
-        let (n, b) = (self.dataset.len(), self.config.batch_size);
+        let n = self
+            .config
+            .shard
+            .part_len(self.dataset.len(), self.config.drop_last);
+        let b = self.config.batch_size;
         if self.config.drop_last {
             n / b
         } else {
@@ -211,7 +263,7 @@ impl<D: Dataset> Shared<D> {
             let mut rng = ChaCha8Rng::from_seed(derive_seed(self.config.seed, epoch, ORDER_STREAM));
             order.shuffle(&mut rng);
         }
-        order
+        self.config.shard.apply(order, self.config.drop_last)
     }
 
     fn build(&self, epoch: u64, order: &[usize], batch: usize) -> Result<Batch, DataError> {

@@ -176,3 +176,40 @@ fn a_failing_sample_ends_the_epoch_with_its_error() {
     )
     .is_err());
 }
+
+#[test]
+fn shards_split_every_global_batch_between_ranks() {
+    // 2 ranks with batches of 4 see, step by step, exactly the samples (and
+    // the views) of one loader with batches of 8.
+    let ds = dataset(37);
+    let pipeline = || Pipeline::ssl_small(DatasetKind::Cifar10);
+    let whole = Loader::new(ds.clone(), pipeline(), config(1)).unwrap();
+    let part = |rank| {
+        let cfg = LoaderConfig {
+            batch_size: 4,
+            shard: ssl_data::Shard { rank, count: 2 },
+            ..config(1)
+        };
+        Loader::new(ds.clone(), pipeline(), cfg).unwrap()
+    };
+    let (r0, r1) = (part(0), part(1));
+    assert_eq!(r0.batches_per_epoch(), whole.batches_per_epoch());
+    let (a, b, w) = (collect(&r0, 3), collect(&r1, 3), collect(&whole, 3));
+    for ((x, y), g) in a.iter().zip(&b).zip(&w) {
+        assert!(x.indices.iter().all(|i| !y.indices.contains(i)), "disjoint");
+        let mut both: Vec<usize> = x.indices.iter().chain(&y.indices).copied().collect();
+        both.sort_unstable();
+        let mut global = g.indices.clone();
+        global.sort_unstable();
+        assert_eq!(both, global);
+        // Same sample, same views, whichever rank draws it.
+        let row = g.indices.iter().position(|i| *i == x.indices[0]).unwrap();
+        assert!(x.views[1].get(0).equal(&g.views[1].get(row as i64)));
+    }
+    // A shard that does not exist is refused.
+    let bad = LoaderConfig {
+        shard: ssl_data::Shard { rank: 2, count: 2 },
+        ..config(1)
+    };
+    assert!(Loader::new(ds, pipeline(), bad).is_err());
+}
