@@ -331,6 +331,33 @@ impl Config {
         Ok(cfg)
     }
 
+    /// This configuration with `key=value` overrides applied (as `--set`
+    /// does in [`Config::resolve`]), re-parsed and validated. `allowed`
+    /// lists the key prefixes that may change (e.g. `data.` for a stored
+    /// run, whose model must stay what the weights were trained as).
+    pub fn with_overrides(&self, overrides: &[String], allowed: &[&str]) -> Result<Self> {
+        let mut merged = toml::Value::try_from(self)?;
+        for item in overrides {
+            let key = item
+                .split_once('=')
+                .map_or(item.as_str(), |(k, _)| k)
+                .trim();
+            if !allowed.iter().any(|p| key.starts_with(p)) {
+                bail!(
+                    "--set {item}: only {} keys can change here (the rest is what the run \
+                     was trained with)",
+                    allowed.join(", ")
+                );
+            }
+            apply_override(&mut merged, item)?;
+        }
+        let text = toml::to_string(&merged)?;
+        let cfg: Self = toml::from_str(&text)
+            .map_err(|e| anyhow!("--set overrides: {}", e.to_string().trim()))?;
+        cfg.validate().context("impossible configuration")?;
+        Ok(cfg)
+    }
+
     /// The whole configuration as TOML (what `ssl config show` prints and
     /// what a run directory keeps).
     pub fn to_toml(&self) -> Result<String> {

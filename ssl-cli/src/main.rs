@@ -6,10 +6,11 @@ use clap::{Parser, Subcommand};
 mod config;
 mod demo;
 mod device;
-#[allow(dead_code)] // Wired into train/analyze next; remove once every item is used.
+mod eval;
+mod export;
 mod plot;
-#[allow(dead_code)] // Used by eval/analyze/export next.
 mod restore;
+mod torch_save;
 mod train;
 mod whiten;
 
@@ -34,6 +35,11 @@ enum Cmd {
     /// Pre-train with a preset (`ssl config list`) and overrides; checkpoints,
     /// metrics.jsonl/csv and evaluations go to run.out_dir/run.name.
     Train(train::TrainArgs),
+    /// Evaluate a trained run (k-NN, linear probe, ImageNet linear protocol);
+    /// writes eval.json in the run directory.
+    Eval(eval::EvalArgs),
+    /// Export a trained run's weights: safetensors, torchvision, detectron2.
+    Export(export::ExportArgs),
     /// A short demonstration on built-in synthetic data (what `cargo xtask demo` runs).
     Demo(demo::DemoArgs),
     /// Whiten an embedding matrix (.npy): BW/CW, ZCA/PCA/Cholesky/Newton–Schulz,
@@ -82,6 +88,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Demo(args) => demo::run(&args),
+        Cmd::Eval(args) => eval::run(&args),
+        Cmd::Export(args) => export::run(&args),
         Cmd::Whiten(args) => whiten::run(&args),
         Cmd::Train(args) => train::run(&args),
         Cmd::Config(ConfigCmd::List) => {

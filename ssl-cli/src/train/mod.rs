@@ -11,6 +11,7 @@
 
 pub mod data;
 pub mod networks;
+pub mod report;
 pub mod run_dir;
 pub mod schedule;
 
@@ -23,7 +24,10 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use ssl_eval::{knn_evaluate, linear_probe, KnnConfig, LinearProbeConfig};
+use ssl_eval::{
+    collapse_diagnostics, knn_evaluate, linear_probe, EvalResults, KnnConfig, LinearProbeConfig,
+    Representation,
+};
 use ssl_models::{
     load_checkpoint, Checkpoint, CheckpointMetadata, Optimizer, OptimizerKind, RngState,
 };
@@ -133,9 +137,76 @@ pub fn evaluate(
     splits: &Splits,
     device: Device,
 ) -> Result<EvalSummary> {
+    Ok(evaluate_with(cfg, nets, splits, device, &EvalRequest::from_config(cfg))?.summary)
+}
+
+/// Which protocols an evaluation runs, on which output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvalRequest {
+    pub knn: bool,
+    /// The Adam linear probe of SPEC §7 (`eval.linear_epochs` epochs).
+    pub linear: bool,
+    /// The head output (`eval.head`) instead of the encoder output.
+    pub head: bool,
+}
+
+impl EvalRequest {
+    /// What training evaluates: k-NN always, the probe with `eval.linear`.
+    pub fn from_config(cfg: &Config) -> Self {
+        Self {
+            knn: true,
+            linear: cfg.eval.linear,
+            head: cfg.eval.head,
+        }
+    }
+}
+
+/// Everything one evaluation measured: the summary the trainer logs, the
+/// typed results (`eval.json`) and the covariance spectrum of the test
+/// features (the plots' spectrum).
+#[derive(Debug)]
+pub struct Evaluation {
+    pub summary: EvalSummary,
+    pub results: EvalResults,
+    pub covariance_eigenvalues: Vec<f64>,
+}
+
+impl Evaluation {
+    /// The test features' spectrum, for `spectrum.json` and the plot.
+    pub fn spectrum(&self, epoch: usize) -> report::Spectrum {
+        report::Spectrum {
+            epoch,
+            representation: match self.results.representation {
+                Representation::Head => "head",
+                Representation::Whitened => "whitened",
+                Representation::Encoder => "encoder",
+            }
+            .into(),
+            singular_values: self
+                .results
+                .diagnostics
+                .as_ref()
+                .map(|d| d.rank.singular_values.clone())
+                .unwrap_or_default(),
+            covariance_eigenvalues: self.covariance_eigenvalues.clone(),
+        }
+    }
+}
+
+/// Features of the classifier and test splits (encoder or head output,
+/// evaluation transform), then the requested protocols and the collapse
+/// diagnostics of the test features. A protocol not run reads NaN in the
+/// summary and `None` in the results.
+pub fn evaluate_with(
+    cfg: &Config,
+    nets: &Networks,
+    splits: &Splits,
+    device: Device,
+    req: &EvalRequest,
+) -> Result<Evaluation> {
     let encode = |x: &Tensor| {
         let h = nets.encoder.forward_t(x, false);
-        if cfg.eval.head {
+        if req.head {
             nets.head.forward_t(&h, false)
         } else {
             h
@@ -150,31 +221,42 @@ pub fn evaluate(
         "classifier",
     )?;
     let test = split_features(cfg, &splits.test, splits.kind, device, encode, "test")?;
-    let knn = knn_evaluate(
-        &train,
-        &test,
-        &KnnConfig {
-            k: cfg.eval.knn_k as i64,
-            ..KnnConfig::reference()
-        },
-    )?;
-    let (linear_top1, linear_top5) = if cfg.eval.linear {
+    let mut results = EvalResults::new(if req.head {
+        Representation::Head
+    } else {
+        Representation::Encoder
+    });
+    if req.knn {
+        results.knn = Some(knn_evaluate(
+            &train,
+            &test,
+            &KnnConfig {
+                k: cfg.eval.knn_k as i64,
+                ..KnnConfig::reference()
+            },
+        )?);
+    }
+    if req.linear {
         let probe = LinearProbeConfig {
             epochs: cfg.eval.linear_epochs,
             seed: cfg.run.seed,
             ..LinearProbeConfig::reference()
         };
-        let (_, r) = linear_probe(&train, &test, &probe)?;
-        (Some(r.top1), Some(r.top5))
-    } else {
-        (None, None)
+        results.linear = Some(linear_probe(&train, &test, &probe)?.1);
+    }
+    let diagnostics = collapse_diagnostics(&test.x, Some(&test.y))?;
+    let covariance_eigenvalues = whitening_core::diagnostics::covariance_spectrum(&test.x)?;
+    let summary = EvalSummary {
+        knn_top1: results.knn.as_ref().map_or(f64::NAN, |k| k.top1),
+        linear_top1: results.linear.as_ref().map(|l| l.top1),
+        linear_top5: results.linear.as_ref().map(|l| l.top5),
+        normalised_stable_rank: diagnostics.rank.normalised_stable_rank,
     };
-    let rank = whitening_core::diagnostics::rank_diagnostics(&test.x)?;
-    Ok(EvalSummary {
-        knn_top1: knn.top1,
-        linear_top1,
-        linear_top5,
-        normalised_stable_rank: rank.normalised_stable_rank,
+    results.diagnostics = Some(diagnostics);
+    Ok(Evaluation {
+        summary,
+        results,
+        covariance_eigenvalues,
     })
 }
 
@@ -274,6 +356,13 @@ pub fn train(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<Train
         ssl_losses::Method::Byol(p) => p.tau0,
         _ => 0.0,
     };
+    let session = Instant::now();
+    let earlier_wall = if resume {
+        report::previous_wall_time(&run_path)
+    } else {
+        0.0
+    };
+    let wall = || earlier_wall + session.elapsed().as_secs_f64();
     let mut outcome = TrainOutcome {
         run_dir: run_path.clone(),
         epochs_done: step / steps_per_epoch.max(1),
@@ -323,6 +412,7 @@ pub fn train(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<Train
             if !value.is_finite() {
                 let why = diagnose_non_finite(cfg, &outputs, value);
                 bar.finish_and_clear();
+                report::write_plots_or_warn(&run_path);
                 bail!(
                     "step {step} (epoch {}): {why}. Training stopped; the last good checkpoint is {}",
                     epoch + 1,
@@ -355,6 +445,7 @@ pub fn train(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<Train
                 save(&nets, &opt, &rng, step)?;
                 outcome.steps_done = step;
                 outcome.interrupted = true;
+                report::finish(&run_path, cfg, &outcome, wall());
                 return Ok(outcome);
             }
         }
@@ -370,7 +461,8 @@ pub fn train(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<Train
         );
         save(&nets, &opt, &rng, step)?;
         if is_eval_epoch(cfg, &schedule, epochs_done) {
-            let e = evaluate(cfg, &nets, &splits, device)?;
+            let full = evaluate_with(cfg, &nets, &splits, device, &EvalRequest::from_config(cfg))?;
+            let e = full.summary;
             eprintln!(
                 "train | eval epoch {epochs_done} | k-NN {:.2}%{} | normalised stable rank {:.1}%",
                 100.0 * e.knn_top1,
@@ -387,10 +479,15 @@ pub fn train(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<Train
                 linear_top5: e.linear_top5,
                 normalised_stable_rank: e.normalised_stable_rank,
             })?;
+            if let Err(err) = report::save_spectrum(&run_path, &full.spectrum(epochs_done)) {
+                eprintln!("warning: could not save the spectrum: {err:#}");
+            }
+            report::write_plots_or_warn(&run_path);
             outcome.last_eval = Some(e);
         }
         outcome.epochs_done = epochs_done;
         outcome.steps_done = step;
     }
+    report::finish(&run_path, cfg, &outcome, wall());
     Ok(outcome)
 }
