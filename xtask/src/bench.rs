@@ -42,6 +42,12 @@ pub const AREAS: &[Area] = &[
         example: "bench_eval",
         peer: "eval",
     },
+    Area {
+        name: "train",
+        package: "ssl-cli",
+        example: "bench_train",
+        peer: "step",
+    },
 ];
 
 /// A parsed `who | CASE | UNIT | VALUE` line.
@@ -206,6 +212,23 @@ mod tests {
             lines,
             ["bench | 5-NN, 50000 x 512 train, 10000 test (acc 0.912) | ours 2.5 s | peer 10 s | speedup 4.00"]
         );
+    }
+
+    #[test]
+    fn the_train_area_pairs_with_the_peers_step() {
+        let train = AREAS
+            .iter()
+            .find(|a| a.name == "train")
+            .expect("train area");
+        assert_eq!(
+            (train.package, train.example, train.peer),
+            ("ssl-cli", "bench_train", "step")
+        );
+        // The label both sides print (torch_baseline.py bench_step).
+        let label = "ResNet-18 CW-RGP train step, bs 64 x 2 views (fwd+bwd+Adam)";
+        let ours = parse(&format!("ours | {label} | images/s | 120.0"), "ours");
+        let peer = parse(&format!("peer | {label} | images/s | 100.0"), "peer");
+        assert!(pair(&ours, &peer)[0].ends_with("speedup 1.20"));
     }
 
     #[test]

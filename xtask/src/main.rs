@@ -43,7 +43,7 @@ enum Cmd {
     /// Our implementation beside the peer baseline (../shared/peer), same
     /// machine, same invocation: `bench | CASE | ours | peer | speedup`.
     Bench {
-        /// losses, data, eval or all.
+        /// losses, data, eval, train or all.
         area: String,
     },
     /// Download, verify (MD5) and extract a dataset: cifar10, cifar100, stl10, tiny-imagenet.
