@@ -5,6 +5,7 @@
 
 mod bench;
 mod download;
+mod reproduce;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,10 @@ enum Cmd {
         /// The ImageNet root folder.
         dir: PathBuf,
     },
+    /// Reproduce a table of the paper: run every row's preset (resuming),
+    /// then write <out>/tableN.md, .csv (and Table 1's .svg) with the
+    /// paper's numbers beside ours.
+    Reproduce(reproduce::ReproduceArgs),
 }
 
 fn main() -> Result<()> {
@@ -103,6 +108,7 @@ fn main() -> Result<()> {
             print!("{}", download::check_imagenet(&dir)?);
             Ok(())
         }
+        Cmd::Reproduce(args) => reproduce::run(&root, &args),
         Cmd::Bench { area } => {
             let env = setup::run(&root)?;
             bench::run(&root, &env, &area)
