@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod analyze;
 mod config;
 mod demo;
 mod device;
@@ -40,6 +41,9 @@ enum Cmd {
     Eval(eval::EvalArgs),
     /// Export a trained run's weights: safetensors, torchvision, detectron2.
     Export(export::ExportArgs),
+    /// The paper's analyses (SPEC §9): spectra, PCA vs ZCA, whitened output,
+    /// similarity, CW vs BW, the gradient; plots + tables into --out.
+    Analyze(analyze::AnalyzeArgs),
     /// A short demonstration on built-in synthetic data (what `cargo xtask demo` runs).
     Demo(demo::DemoArgs),
     /// Whiten an embedding matrix (.npy): BW/CW, ZCA/PCA/Cholesky/Newton–Schulz,
@@ -87,6 +91,7 @@ fn run(cli: Cli) -> Result<()> {
             device::print_info();
             Ok(())
         }
+        Cmd::Analyze(args) => analyze::run(&args),
         Cmd::Demo(args) => demo::run(&args),
         Cmd::Eval(args) => eval::run(&args),
         Cmd::Export(args) => export::run(&args),

@@ -290,9 +290,27 @@ fn diagnose_non_finite(cfg: &Config, outputs: &networks::StepOutputs, loss: f64)
     format!("non-finite loss ({loss}): {what}")
 }
 
+/// Watches a run from outside the loop (`ssl analyze`): called once before
+/// the first step and after every optimiser step with the networks as they
+/// are. An observer that probes them must not change them (no-grad,
+/// `train = false`, so BatchNorm statistics stay put).
+pub trait StepObserver {
+    fn observe(&mut self, step: usize, nets: &Networks) -> Result<()>;
+}
+
 /// Trains `cfg`; `resume` continues from the run directory's checkpoint.
 /// `interrupt` is polled after every step.
 pub fn train(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<TrainOutcome> {
+    train_observed(cfg, resume, interrupt, None)
+}
+
+/// [`train`], with an observer called before the first and after every step.
+pub fn train_observed(
+    cfg: &Config,
+    resume: bool,
+    interrupt: &AtomicBool,
+    mut observer: Option<&mut dyn StepObserver>,
+) -> Result<TrainOutcome> {
     let device = crate::device::parse_device(&cfg.run.device)?;
     let run_path = cfg.run.out_dir.join(&cfg.run.name);
     let ckpt = checkpoint_path(&run_path);
@@ -373,6 +391,9 @@ pub fn train(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<Train
         last_loss: None,
     };
     let start_epoch = step / steps_per_epoch.max(1);
+    if let Some(o) = observer.as_deref_mut() {
+        o.observe(step, &nets)?;
+    }
     for epoch in start_epoch..cfg.optim.epochs {
         let skip = step - epoch * steps_per_epoch;
         let bar = indicatif::ProgressBar::new(steps_per_epoch as u64);
@@ -426,6 +447,9 @@ pub fn train(cfg: &Config, resume: bool, interrupt: &AtomicBool) -> Result<Train
                 t.ema.update(&nets.vs, tau)?;
             }
             step += 1;
+            if let Some(o) = observer.as_deref_mut() {
+                o.observe(step, &nets)?;
+            }
             images += views[0].size()[0] as usize;
             loss_sum += value;
             outcome.first_loss.get_or_insert(value);
