@@ -203,13 +203,15 @@ pub fn ssl_loader(cfg: &Config, splits: &Splits, device: Device) -> Result<Loade
         DatasetKind::ImageNet => Pipeline::ssl_imagenet(),
         k => Pipeline::ssl_small(k),
     };
+    // Data-parallel: this rank's share of the global batch, from its shard.
     let mut lc = LoaderConfig::new(
-        cfg.data.batch_size as usize,
+        super::dist::per_rank_batch(cfg)? as usize,
         cfg.data.views as usize,
         cfg.run.seed,
     );
     lc.threads = threads(cfg);
     lc.device = device;
+    lc.shard = super::dist::shard();
     if splits.ssl.len() < lc.batch_size {
         bail!(
             "data.batch_size = {} is larger than the SSL split ({} images)",

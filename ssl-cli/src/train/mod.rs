@@ -10,6 +10,7 @@
 //! bit-for-bit on the CPU. A non-finite loss stops the run with a diagnosis.
 
 pub mod data;
+pub mod dist;
 pub mod networks;
 pub mod report;
 pub mod run_dir;
@@ -53,6 +54,8 @@ pub struct TrainArgs {
     /// Continue the run in `run.out_dir/run.name` from its checkpoint.
     #[arg(long)]
     pub resume: bool,
+    #[command(flatten)]
+    pub dist: dist::DistArgs,
 }
 
 /// Evaluation of one encoder (SPEC §7 protocols).
@@ -93,7 +96,9 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             "\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)"
         );
     });
-    let outcome = train(&cfg, args.resume, &interrupt)?;
+    dist::init(&args.dist)?;
+    let outcome = train(&cfg, args.resume, &interrupt).inspect_err(dist::abort_on_error)?;
+    dist::shutdown()?;
     if outcome.interrupted {
         println!(
             "train | interrupted after step {}; resume with `ssl train {} --resume` | run {}",
@@ -311,7 +316,7 @@ pub fn train_observed(
     interrupt: &AtomicBool,
     mut observer: Option<&mut dyn StepObserver>,
 ) -> Result<TrainOutcome> {
-    let device = crate::device::parse_device(&cfg.run.device)?;
+    let device = dist::rank_device(crate::device::parse_device(&cfg.run.device)?);
     let run_path = cfg.run.out_dir.join(&cfg.run.name);
     let ckpt = checkpoint_path(&run_path);
     if resume && !ckpt.exists() {
@@ -351,6 +356,7 @@ pub fn train_observed(
         }
         eprintln!("train | resumed at step {step} from {}", ckpt.display());
     }
+    let mut dp = dist::DataParallel::new(&nets)?;
     let config_json = serde_json::to_value(cfg)?;
     let save = |nets: &Networks, opt: &Optimizer, rng: &ChaCha8Rng, step: usize| -> Result<()> {
         let meta = CheckpointMetadata::new(
@@ -397,6 +403,9 @@ pub fn train_observed(
     for epoch in start_epoch..cfg.optim.epochs {
         let skip = step - epoch * steps_per_epoch;
         let bar = indicatif::ProgressBar::new(steps_per_epoch as u64);
+        if !dp.is_root() {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
         bar.set_style(
             indicatif::ProgressStyle::with_template(
                 "epoch {msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}",
@@ -433,15 +442,16 @@ pub fn train_observed(
             if !value.is_finite() {
                 let why = diagnose_non_finite(cfg, &outputs, value);
                 bar.finish_and_clear();
-                report::write_plots_or_warn(&run_path);
+                if dp.is_root() {
+                    report::write_plots_or_warn(&run_path);
+                }
                 bail!(
                     "step {step} (epoch {}): {why}. Training stopped; the last good checkpoint is {}",
                     epoch + 1,
                     ckpt.display()
                 );
             }
-            opt.zero_grad();
-            opt.backward_step(&loss);
+            dp.backward_step(&mut opt, &loss, step)?;
             if let Some(t) = nets.target.as_mut() {
                 let tau = ssl_losses::byol_tau(step, total_steps, tau0);
                 t.ema.update(&nets.vs, tau)?;
@@ -464,18 +474,28 @@ pub fn train_observed(
                     images_per_s: images as f64 / started.elapsed().as_secs_f64().max(1e-9),
                 })?;
             }
-            if interrupt.load(Ordering::SeqCst) {
+            if dp.any(interrupt.load(Ordering::SeqCst))? {
                 bar.finish_and_clear();
-                save(&nets, &opt, &rng, step)?;
                 outcome.steps_done = step;
                 outcome.interrupted = true;
-                report::finish(&run_path, cfg, &outcome, wall());
+                if dp.is_root() {
+                    save(&nets, &opt, &rng, step)?;
+                    report::finish(&run_path, cfg, &outcome, wall());
+                }
+                dp.wait_for_root()?;
                 return Ok(outcome);
             }
         }
         bar.finish_and_clear();
         let epochs_done = epoch + 1;
         let n = (step - epoch * steps_per_epoch - skip).max(1);
+        if !dp.is_root() {
+            // Rank 0 saves, evaluates and logs; the others wait for it.
+            dp.wait_for_root()?;
+            outcome.epochs_done = epochs_done;
+            outcome.steps_done = step;
+            continue;
+        }
         eprintln!(
             "train | epoch {epochs_done}/{} | loss {:.4} | lr {:.2e} | {:.0} images/s",
             cfg.optim.epochs,
@@ -509,9 +529,12 @@ pub fn train_observed(
             report::write_plots_or_warn(&run_path);
             outcome.last_eval = Some(e);
         }
+        dp.wait_for_root()?;
         outcome.epochs_done = epochs_done;
         outcome.steps_done = step;
     }
-    report::finish(&run_path, cfg, &outcome, wall());
+    if dp.is_root() {
+        report::finish(&run_path, cfg, &outcome, wall());
+    }
     Ok(outcome)
 }

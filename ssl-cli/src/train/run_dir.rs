@@ -38,6 +38,8 @@ pub struct RunDir {
     pub path: PathBuf,
     jsonl: File,
     records: Vec<Record>,
+    /// Data-parallel ranks other than 0 write nothing.
+    muted: bool,
 }
 
 /// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
@@ -55,6 +57,14 @@ impl RunDir {
     /// Opens (creating) `path`, writes `config.toml`, and appends to an
     /// existing `metrics.jsonl` when resuming.
     pub fn open(path: &Path, config_toml: &str, resume: bool) -> Result<Self> {
+        if !super::dist::current().is_root() {
+            return Ok(Self {
+                path: path.to_path_buf(),
+                jsonl: File::create("/dev/null")?,
+                records: Vec::new(),
+                muted: true,
+            });
+        }
         fs::create_dir_all(path)
             .with_context(|| format!("cannot create the run directory {}", path.display()))?;
         atomic_write(&path.join("config.toml"), config_toml.as_bytes())
@@ -82,10 +92,14 @@ impl RunDir {
             path: path.to_path_buf(),
             jsonl,
             records,
+            muted: false,
         })
     }
 
     pub fn log(&mut self, record: Record) -> Result<()> {
+        if self.muted {
+            return Ok(());
+        }
         let line = serde_json::to_string(&record)?;
         writeln!(self.jsonl, "{line}")?;
         self.jsonl.flush()?;
