@@ -284,7 +284,7 @@ fn draw_lines<DB: DrawingBackend>(
         .map_err(err)?;
     let y_fmt = move |v: &f64| {
         if log_y {
-            format!("{:.0e}", 10f64.powf(*v))
+            log_label(*v)
         } else {
             short(*v)
         }
@@ -386,6 +386,13 @@ fn draw_bars<DB: DrawingBackend>(
     Ok(())
 }
 
+/// A log-axis label for `log10(y) = v`: two significant digits, so ticks
+/// between powers of ten do not repeat ("2e-1", "2.5e-1", "1e0").
+fn log_label(v: f64) -> String {
+    let s = format!("{:.1e}", 10f64.powf(v));
+    s.replacen(".0e", "e", 1)
+}
+
 /// Axis numbers without trailing noise: 0.25, 1.5k, 3e-4.
 fn short(v: f64) -> String {
     let a = v.abs();
@@ -477,5 +484,8 @@ mod tests {
         assert_eq!(short(2.0), "2");
         assert_eq!(short(15000.0), "15.0k");
         assert_eq!(short(0.0003), "3e-4");
+        assert_eq!(log_label(0.0), "1e0");
+        assert_eq!(log_label(0.25f64.log10()), "2.5e-1");
+        assert_ne!(log_label(0.9f64.log10()), log_label(1.1f64.log10()));
     }
 }
