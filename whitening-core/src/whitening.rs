@@ -52,10 +52,12 @@ pub fn whiten_sub_batches<R: Rng + ?Sized>(
     let order = random_sub_batches(m, w_size, rng)?;
     let device = h.device();
     let idx = Tensor::from_slice(&order).to_device(device);
-    let x = h
-        .index_select(1, &idx)
-        .view([views * (m / w_size), w_size, d]);
-    let z = whiten(&x, cfg, rng)?.view([views, m, d]);
+    let z = {
+        let x = h
+            .index_select(1, &idx)
+            .view([views * (m / w_size), w_size, d]);
+        whiten(&x, cfg, rng)?.view([views, m, d])
+    };
     let inv = Tensor::from_slice(&inverse_permutation(&order)).to_device(device);
     Ok(z.index_select(1, &inv))
 }
@@ -80,20 +82,29 @@ pub fn whiten_with_permutations(
     }
     let g = cfg.groups;
     let c = d / g;
-    let centred = match cfg.axis {
-        WhiteningAxis::Batch => x - x.mean_dim(1, true, None),
-        WhiteningAxis::Channel => x - x.mean_dim(2, true, None),
-    };
     let gather_channels =
         |t: &Tensor, p: &Tensor| t.gather(2, &p.unsqueeze(1).expand([n, w, d], false), false);
-    let permuted = match perms {
-        Some(p) => gather_channels(&centred, p),
-        None => centred,
-    };
-    let grouped = permuted.view([n, w, g, c]);
-    let a = match cfg.axis {
-        WhiteningAxis::Batch => grouped.permute([0, 2, 1, 3]).reshape([n * g, w, c]),
-        WhiteningAxis::Channel => grouped.permute([0, 2, 3, 1]).reshape([n * g, c, w]),
+    // Temporaries live in blocks so that each input-sized copy is freed as
+    // soon as the next one exists (autograd keeps only indices of these ops):
+    // at most two input-sized tensors besides `x` at any time.
+    let a = {
+        let centred = match cfg.axis {
+            WhiteningAxis::Batch => x - x.mean_dim(1, true, None),
+            WhiteningAxis::Channel => x - x.mean_dim(2, true, None),
+        };
+        let permuted = match perms {
+            Some(p) => {
+                let permuted = gather_channels(&centred, p);
+                drop(centred);
+                permuted
+            }
+            None => centred,
+        };
+        let grouped = permuted.view([n, w, g, c]);
+        match cfg.axis {
+            WhiteningAxis::Batch => grouped.permute([0, 2, 1, 3]).reshape([n * g, w, c]),
+            WhiteningAxis::Channel => grouped.permute([0, 2, 3, 1]).reshape([n * g, c, w]),
+        }
     };
     let (samples, _) = cfg.samples_and_vars(w, d);
     let cov = covariance_of_centred(&a, samples as f64 - cfg.minus, cfg.eps);
@@ -101,12 +112,15 @@ pub fn whiten_with_permutations(
     if cfg.check_finite {
         ensure_finite(&phi, &cov, cfg.kind)?;
     }
-    let out = a.matmul(&phi.transpose(-1, -2));
-    let out = match cfg.axis {
-        WhiteningAxis::Batch => out.view([n, g, w, c]).permute([0, 2, 1, 3]),
-        WhiteningAxis::Channel => out.view([n, g, c, w]).permute([0, 3, 1, 2]),
-    }
-    .reshape([n, w, d]);
+    let out = {
+        let out = a.matmul(&phi.transpose(-1, -2));
+        drop((a, cov, phi));
+        match cfg.axis {
+            WhiteningAxis::Batch => out.view([n, g, w, c]).permute([0, 2, 1, 3]),
+            WhiteningAxis::Channel => out.view([n, g, c, w]).permute([0, 3, 1, 2]),
+        }
+        .reshape([n, w, d])
+    };
     Ok(match perms {
         Some(p) => gather_channels(&out, &p.argsort(1, false)),
         None => out,
