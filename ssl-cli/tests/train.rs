@@ -246,6 +246,30 @@ fn bad_inputs_are_named() {
     )
     .unwrap();
     fails_with(&c, &["checkpoint.safetensors"]);
+    // The same damaged run given to eval and export: named, nothing written.
+    let damaged = out.path().join("damaged").display().to_string();
+    let o = Command::new(SSL)
+        .args(["eval", &damaged, "--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("checkpoint"));
+    let pt = out.path().join("x.pt");
+    let o = Command::new(SSL)
+        .args(["export", &damaged, "--format", "torchvision", "-o"])
+        .arg(&pt)
+        .output()
+        .unwrap();
+    assert!(!o.status.success() && !pt.exists());
+    // Unknown keys and wrong types through `ssl train` itself (refused
+    // before anything runs; `tests/config.rs` checks `ssl config show`).
+    let mut d = tiny(out.path(), "typo", &[]);
+    d.extend(set("optim.learning_rate=1").map(String::from));
+    fails_with(&d, &["learning_rate"]);
+    let mut e = tiny(out.path(), "typed", &[]);
+    e.extend(set("data.batch_size=big").map(String::from));
+    fails_with(&e, &["batch_size"]);
+    assert!(!out.path().join("typo").exists() && !out.path().join("typed").exists());
 }
 
 #[test]
