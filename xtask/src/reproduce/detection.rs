@@ -551,6 +551,46 @@ pub fn run(root: &Path, out: &Path, args: &ReproduceArgs) -> Result<()> {
         return Ok(());
     }
     write_configs(&configs, &weights)?;
+    let export = |ssl: Option<PathBuf>| -> Result<()> {
+        if weights.exists() {
+            return Ok(());
+        }
+        if !checkpoint.is_file() {
+            bail!(
+                "no checkpoint at {}: pre-train it with `cargo xtask reproduce --table 2 \
+                 --methods cw-rgp-4-200ep`, or pass --checkpoint",
+                checkpoint.display()
+            );
+        }
+        let ssl = match ssl {
+            Some(s) => s,
+            None => super::ssl_binary(root, args)?,
+        };
+        let mut cmd = Command::new(&ssl);
+        cmd.arg("export")
+            .arg(&checkpoint)
+            .args(["--format", "detectron2", "-o"])
+            .arg(&weights);
+        eprintln!("reproduce | {}", super::runs::display_command(&cmd));
+        let status = cmd.status().context("starting ssl export")?;
+        if !status.success() {
+            bail!("ssl export failed ({status})");
+        }
+        Ok(())
+    };
+    if args.export_only {
+        export(ssl)?;
+        println!("backbone: {}", weights.display());
+        println!("configs and train_net.py: {}", configs.display());
+        for (_, _, _, cmd) in &commands {
+            println!(
+                "DETECTRON2_DATASETS={} {}",
+                datasets.display(),
+                super::runs::display_command(cmd)
+            );
+        }
+        return Ok(());
+    }
     let pending = commands
         .iter()
         .any(|(_, _, dir, _)| !dir.join("final_results.json").exists());
@@ -562,22 +602,7 @@ pub fn run(root: &Path, out: &Path, args: &ReproduceArgs) -> Result<()> {
                 "{missing} requirement(s) of Table 3 missing (see above; `--check` repeats this)"
             );
         }
-        if !weights.exists() {
-            let ssl = match ssl {
-                Some(s) => s,
-                None => super::ssl_binary(root, args)?,
-            };
-            let mut cmd = Command::new(&ssl);
-            cmd.arg("export")
-                .arg(&checkpoint)
-                .args(["--format", "detectron2", "-o"])
-                .arg(&weights);
-            eprintln!("reproduce | {}", super::runs::display_command(&cmd));
-            let status = cmd.status().context("starting ssl export")?;
-            if !status.success() {
-                bail!("ssl export failed ({status})");
-            }
-        }
+        export(ssl)?;
     }
     let mut failed = Vec::new();
     for (b, s, dir, mut cmd) in commands {

@@ -72,6 +72,10 @@ pub struct ReproduceArgs {
     /// Table 3: say what is missing (Detectron2, datasets, weights) and how to get it.
     #[arg(long)]
     pub check: bool,
+    /// Table 3: only export the backbone and write the Detectron2 configs and
+    /// launcher (to run Detectron2 elsewhere); no Detectron2 needed.
+    #[arg(long)]
+    pub export_only: bool,
     /// Table 3: seeds per benchmark.
     #[arg(long, default_value_t = 3)]
     pub seeds: usize,
@@ -346,10 +350,11 @@ pub fn ssl_has_subcommand(ssl: &Path, name: &str) -> bool {
 }
 
 /// Table 2's linear classification: the ImageNet protocol of ssl-eval
-/// (`ssl eval CHECKPOINT --protocol imagenet-linear`) on each finished
-/// pre-training run, its JSON kept in the run directory. Without that
-/// subcommand the table reports what `ssl train` measured (its k-NN /
-/// linear probe on frozen features) and says so.
+/// (`ssl eval CHECKPOINT --protocol imagenet-linear`: frozen encoder, SGD,
+/// cosine, 100 epochs, batch 1024, augmented batches) on each finished
+/// pre-training run, its JSON kept in the run directory (a second call
+/// skips it). Without that subcommand (an older `ssl`) the table reports
+/// what `ssl train` measured and says so.
 fn table2_eval(ssl: &Path, outcomes: &[Outcome], args: &ReproduceArgs) -> Result<()> {
     if !ssl_has_subcommand(ssl, "eval") {
         eprintln!(
@@ -366,7 +371,7 @@ fn table2_eval(ssl: &Path, outcomes: &[Outcome], args: &ReproduceArgs) -> Result
         let mut cmd = Command::new(ssl);
         cmd.arg("eval")
             .arg(o.job.run_dir.join("checkpoint.safetensors"))
-            .args(["--protocol", "imagenet-linear", "--output"])
+            .args(["--protocol", "imagenet-linear", "--out"])
             .arg(&json);
         if let Some(d) = &args.device {
             cmd.args(["--device", d]);

@@ -265,27 +265,19 @@ fn plot_table1(path: &Path, datasets: &[&str], lines: &[Table1Line<'_>]) -> Resu
     Ok(())
 }
 
-/// The ImageNet linear evaluation `ssl eval` wrote (top-1, top-5 in [0, 1]):
-/// the first JSON object holding both `top1` and `top5` (ssl-eval's
-/// `LinearResult`), searched depth-first.
+/// The ImageNet linear evaluation `ssl eval --protocol imagenet-linear`
+/// wrote (ssl-eval's `EvalResults` JSON): `linear.top1` and `linear.top5`
+/// in [0, 1], when its protocol is the ImageNet one (`imagenet_sgd` or
+/// `imagenet_lars`).
 pub fn read_linear_eval(path: &Path) -> Option<(f64, f64)> {
-    fn find(v: &serde_json::Value) -> Option<(f64, f64)> {
-        match v {
-            serde_json::Value::Object(m) => {
-                if let (Some(a), Some(b)) = (
-                    m.get("top1").and_then(|x| x.as_f64()),
-                    m.get("top5").and_then(|x| x.as_f64()),
-                ) {
-                    return Some((a, b));
-                }
-                m.values().find_map(find)
-            }
-            serde_json::Value::Array(a) => a.iter().find_map(find),
-            _ => None,
-        }
-    }
     let text = fs::read_to_string(path).ok()?;
-    find(&serde_json::from_str(&text).ok()?)
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let linear = v.get("linear")?;
+    let protocol = linear.get("protocol")?.as_str()?;
+    if !protocol.starts_with("imagenet") {
+        return None;
+    }
+    Some((linear.get("top1")?.as_f64()?, linear.get("top5")?.as_f64()?))
 }
 
 /// Writes `table2.md` and `table2.csv`: our ImageNet rows beside the
@@ -362,4 +354,72 @@ pub fn write_table2(out: &Path, outcomes: &[Outcome]) -> Result<Vec<PathBuf>> {
     fs::write(&md_path, md)?;
     fs::write(&csv_path, csv)?;
     Ok(vec![md_path, csv_path])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::runs::{eval_records, Job, Preset};
+    use super::*;
+
+    fn outcome(out: &Path, row: &str, jsonl: &str, linear: Option<&str>) -> Outcome {
+        let root = crate::project_root();
+        let preset = Preset::read(
+            &root.join(format!("configs/imagenet/{row}.toml")),
+            "imagenet",
+        )
+        .unwrap();
+        let job = Job::new(
+            &preset,
+            "imagenet",
+            row,
+            out,
+            Path::new(""),
+            1.0,
+            false,
+            None,
+        );
+        fs::create_dir_all(&job.run_dir).unwrap();
+        if let Some(l) = linear {
+            fs::write(job.run_dir.join(LINEAR_EVAL_JSON), l).unwrap();
+        }
+        Outcome {
+            job,
+            eval: eval_records(jsonl).last().copied(),
+            failure: None,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn table2_prefers_the_imagenet_linear_protocol_and_says_where_numbers_come_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let eval = r#"{"kind":"eval","epoch":100,"step":9,"knn_top1":0.5,"linear_top1":null,"linear_top5":null,"normalised_stable_rank":0.4}"#;
+        let linear = r#"{"representation":"encoder","knn":{"k":5,"metric":"euclidean","top1":0.1,"top5":0.2,"n_train":1,"n_test":1},
+            "linear":{"protocol":"imagenet_sgd","epochs":100,"top1":0.6912,"top5":0.89,"train_loss":1.0,"n_train":1,"n_test":1},"diagnostics":null}"#;
+        let outcomes = [
+            outcome(out, "cw-rgp-4-100ep", eval, Some(linear)),
+            outcome(out, "cw-rgp-4-200ep", eval, None),
+        ];
+        assert_eq!(
+            read_linear_eval(&outcomes[0].job.run_dir.join(LINEAR_EVAL_JSON)),
+            Some((0.6912, 0.89))
+        );
+        write_table2(out, &outcomes).unwrap();
+        let md = fs::read_to_string(out.join("table2.md")).unwrap();
+        assert!(
+            md.contains("| cw-rgp-4-100ep | 100 | 69.70 | 69.12 | -0.58 | 89.00 | imagenet-linear | finished |"),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| cw-rgp-4-200ep | 200 | 71.00 | 50.00 | -21.00 | – | ssl-train 5-NN | finished |"
+            ),
+            "{md}"
+        );
+        let csv = fs::read_to_string(out.join("table2.csv")).unwrap();
+        assert!(csv.contains(
+            "cw-rgp-4-100ep,CW-RGP 4,100,69.7000,69.1200,-0.5800,89.0000,imagenet-linear"
+        ));
+    }
 }
