@@ -343,18 +343,30 @@ pub fn check(
         Err(e) => item(
             false,
             format!("a Python at `{python}`: {e}"),
-            "install Python 3 or pass --python PATH",
+            "install Python 3 (or pass --python PATH), PyTorch with CUDA, then `python3 -m \
+             pip install 'git+https://github.com/facebookresearch/detectron2.git'`",
         ),
     }
-    for p in DATASET_PATHS {
-        let path = datasets.join(p);
-        item(
-            path.exists(),
-            path.display().to_string(),
-            "Pascal VOC 2007 + 2012 and COCO 2017 in Detectron2's layout (its datasets/README.md) \
-             under --data / DETECTRON2_DATASETS",
-        );
-    }
+    let absent: Vec<&str> = DATASET_PATHS
+        .iter()
+        .copied()
+        .filter(|p| !datasets.join(p).exists())
+        .collect();
+    item(
+        absent.is_empty(),
+        if absent.is_empty() {
+            format!("VOC 2007/2012 and COCO 2017 under {}", datasets.display())
+        } else {
+            format!(
+                "under {}: {} (of {} paths)",
+                datasets.display(),
+                absent.join(", "),
+                DATASET_PATHS.len()
+            )
+        },
+        "Pascal VOC 2007 + 2012 and COCO 2017 in Detectron2's layout (its datasets/README.md) \
+         under --data or DETECTRON2_DATASETS",
+    );
     item(
         checkpoint.is_file(),
         format!("the pre-trained checkpoint {}", checkpoint.display()),
@@ -767,6 +779,33 @@ mod tests {
             line.ends_with("--num-gpus 8 --resume SEED 2 OUTPUT_DIR /o/coco/seed2"),
             "{line}"
         );
+    }
+
+    #[test]
+    fn check_names_what_is_missing_and_how_to_get_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = dir.path().join("datasets");
+        for p in &DATASET_PATHS[..6] {
+            fs::create_dir_all(ds.join(p)).unwrap();
+        }
+        let ckpt = dir.path().join("checkpoint.safetensors");
+        let (report, missing) = check("/nonexistent/python3", &ds, &ckpt, None);
+        assert_eq!(missing, 3, "{report}");
+        assert!(
+            report.contains("pip install 'git+https://github.com/facebookresearch/detectron2.git'")
+        );
+        // VOC is there, COCO is not: only COCO's paths are named.
+        assert!(
+            report.contains("coco/train2017") && !report.contains("VOC2007/JPEGImages"),
+            "{report}"
+        );
+        assert!(report.contains("--methods cw-rgp-4-200ep"));
+        fs::write(&ckpt, b"x").unwrap();
+        for p in &DATASET_PATHS[6..] {
+            fs::create_dir_all(ds.join(p)).unwrap();
+        }
+        let (report, missing) = check("/nonexistent/python3", &ds, &ckpt, None);
+        assert_eq!(missing, 1, "{report}");
     }
 
     #[test]
