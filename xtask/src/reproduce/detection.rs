@@ -238,7 +238,7 @@ pub fn write_configs(dir: &Path, weights: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for (name, text) in files {
         let p = dir.join(name);
-        fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+        crate::download::atomic_write(&p, text.as_bytes())?;
         out.push(p);
     }
     Ok(out)
@@ -505,8 +505,8 @@ pub fn write_table3(out: &Path, table3_dir: &Path, seeds: usize) -> Result<Vec<P
     fs::create_dir_all(out)?;
     let md_path = out.join("table3.md");
     let csv_path = out.join("table3.csv");
-    fs::write(&md_path, md)?;
-    fs::write(&csv_path, csv)?;
+    crate::download::atomic_write(&md_path, md.as_bytes())?;
+    crate::download::atomic_write(&csv_path, csv.as_bytes())?;
     Ok(vec![md_path, csv_path])
 }
 

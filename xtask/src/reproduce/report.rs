@@ -166,8 +166,8 @@ pub fn write_table1(out: &Path, outcomes: &[Outcome]) -> Result<Vec<PathBuf>> {
     let md_path = out.join("table1.md");
     let csv_path = out.join("table1.csv");
     let svg_path = out.join("table1.svg");
-    fs::write(&md_path, md)?;
-    fs::write(&csv_path, csv)?;
+    crate::download::atomic_write(&md_path, md.as_bytes())?;
+    crate::download::atomic_write(&csv_path, csv.as_bytes())?;
     plot_table1(&svg_path, &datasets, &lines)?;
     Ok(vec![md_path, csv_path, svg_path])
 }
@@ -182,86 +182,93 @@ fn plot_table1(path: &Path, datasets: &[&str], lines: &[Table1Line<'_>]) -> Resu
     const PANEL_W: u32 = 720;
     const PANEL_H: u32 = 360;
     let rows = datasets.len().max(1) as u32;
-    let root = SVGBackend::new(path, (2 * PANEL_W, rows * PANEL_H + 40)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let paper_colour = RGBColor(160, 160, 160);
-    let ours_colour = RGBColor(31, 119, 180);
-    let font = |size: i32| ("sans-serif", size).into_font().color(&BLACK);
-    root.draw(&Text::new(
-        "Table 1: ours vs the paper (top-1 %)",
-        (20, 12),
-        font(22),
-    ))?;
-    for (i, (name, colour)) in [("paper", paper_colour), ("ours", ours_colour)]
-        .into_iter()
-        .enumerate()
+    let mut svg = String::new();
     {
-        let x = 2 * PANEL_W as i32 - 220 + 100 * i as i32;
-        root.draw(&Rectangle::new([(x, 12), (x + 14, 26)], colour.filled()))?;
-        root.draw(&Text::new(name, (x + 20, 12), font(17)))?;
-    }
-    let body = root.margin(40, 0, 0, 0);
-    let panels = body.split_evenly((rows as usize, 2));
-    for (p, panel) in panels.iter().enumerate() {
-        let dataset = datasets.get(p / 2).copied().unwrap_or("");
-        let linear = p % 2 == 0;
-        let entries: Vec<&Table1Line<'_>> = lines
-            .iter()
-            .filter(|l| l.outcome.job.dataset == dataset)
-            .collect();
-        let (left, right, top, bottom) = (48i32, PANEL_W as i32 - 12, 28i32, PANEL_H as i32 - 118);
-        let y_of = |v: f64| bottom - ((v.clamp(0.0, 100.0) / 100.0) * (bottom - top) as f64) as i32;
-        panel.draw(&Text::new(
-            format!(
-                "{} — {}",
-                dataset_title(dataset),
-                if linear { "linear top-1" } else { "5-NN top-1" }
-            ),
-            (left, 4),
-            font(18),
+        let root = SVGBackend::with_string(&mut svg, (2 * PANEL_W, rows * PANEL_H + 40))
+            .into_drawing_area();
+        root.fill(&WHITE)?;
+        let paper_colour = RGBColor(160, 160, 160);
+        let ours_colour = RGBColor(31, 119, 180);
+        let font = |size: i32| ("sans-serif", size).into_font().color(&BLACK);
+        root.draw(&Text::new(
+            "Table 1: ours vs the paper (top-1 %)",
+            (20, 12),
+            font(22),
         ))?;
-        for t in (0..=100).step_by(20) {
-            let y = y_of(t as f64);
-            panel.draw(&PathElement::new(
-                vec![(left, y), (right, y)],
-                RGBColor(225, 225, 225),
-            ))?;
-            panel.draw(&Text::new(
-                format!("{t}"),
-                (left - 6, y),
-                font(13).pos(Pos::new(HPos::Right, VPos::Center)),
-            ))?;
+        for (i, (name, colour)) in [("paper", paper_colour), ("ours", ours_colour)]
+            .into_iter()
+            .enumerate()
+        {
+            let x = 2 * PANEL_W as i32 - 220 + 100 * i as i32;
+            root.draw(&Rectangle::new([(x, 12), (x + 14, 26)], colour.filled()))?;
+            root.draw(&Text::new(name, (x + 20, 12), font(17)))?;
         }
-        panel.draw(&PathElement::new(vec![(left, top), (left, bottom)], BLACK))?;
-        let n = entries.len().max(1) as i32;
-        let group = (right - left) / n;
-        let bar = (group * 2 / 5).max(2);
-        for (k, l) in entries.iter().enumerate() {
-            let x0 = left + k as i32 * group + group / 10;
-            let paper = l.paper.map(|p| if linear { p.0 } else { p.1 });
-            let ours = if linear { l.linear } else { l.knn };
-            for (j, (v, colour)) in [(paper, paper_colour), (ours, ours_colour)]
-                .into_iter()
-                .enumerate()
-            {
-                if let Some(v) = v {
-                    let x = x0 + j as i32 * bar;
-                    panel.draw(&Rectangle::new(
-                        [(x, y_of(v)), (x + bar - 1, bottom)],
-                        colour.filled(),
-                    ))?;
-                }
+        let body = root.margin(40, 0, 0, 0);
+        let panels = body.split_evenly((rows as usize, 2));
+        for (p, panel) in panels.iter().enumerate() {
+            let dataset = datasets.get(p / 2).copied().unwrap_or("");
+            let linear = p % 2 == 0;
+            let entries: Vec<&Table1Line<'_>> = lines
+                .iter()
+                .filter(|l| l.outcome.job.dataset == dataset)
+                .collect();
+            let (left, right, top, bottom) =
+                (48i32, PANEL_W as i32 - 12, 28i32, PANEL_H as i32 - 118);
+            let y_of =
+                |v: f64| bottom - ((v.clamp(0.0, 100.0) / 100.0) * (bottom - top) as f64) as i32;
+            panel.draw(&Text::new(
+                format!(
+                    "{} — {}",
+                    dataset_title(dataset),
+                    if linear { "linear top-1" } else { "5-NN top-1" }
+                ),
+                (left, 4),
+                font(18),
+            ))?;
+            for t in (0..=100).step_by(20) {
+                let y = y_of(t as f64);
+                panel.draw(&PathElement::new(
+                    vec![(left, y), (right, y)],
+                    RGBColor(225, 225, 225),
+                ))?;
+                panel.draw(&Text::new(
+                    format!("{t}"),
+                    (left - 6, y),
+                    font(13).pos(Pos::new(HPos::Right, VPos::Center)),
+                ))?;
             }
-            panel.draw(&Text::new(
-                l.label.to_string(),
-                (x0 + bar, bottom + 6),
-                font(13)
-                    .transform(FontTransform::Rotate90)
-                    .pos(Pos::new(HPos::Left, VPos::Center)),
-            ))?;
+            panel.draw(&PathElement::new(vec![(left, top), (left, bottom)], BLACK))?;
+            let n = entries.len().max(1) as i32;
+            let group = (right - left) / n;
+            let bar = (group * 2 / 5).max(2);
+            for (k, l) in entries.iter().enumerate() {
+                let x0 = left + k as i32 * group + group / 10;
+                let paper = l.paper.map(|p| if linear { p.0 } else { p.1 });
+                let ours = if linear { l.linear } else { l.knn };
+                for (j, (v, colour)) in [(paper, paper_colour), (ours, ours_colour)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    if let Some(v) = v {
+                        let x = x0 + j as i32 * bar;
+                        panel.draw(&Rectangle::new(
+                            [(x, y_of(v)), (x + bar - 1, bottom)],
+                            colour.filled(),
+                        ))?;
+                    }
+                }
+                panel.draw(&Text::new(
+                    l.label.to_string(),
+                    (x0 + bar, bottom + 6),
+                    font(13)
+                        .transform(FontTransform::Rotate90)
+                        .pos(Pos::new(HPos::Left, VPos::Center)),
+                ))?;
+            }
         }
+        root.present()?;
     }
-    root.present()?;
+    crate::download::atomic_write(path, svg.as_bytes())?;
     Ok(())
 }
 
@@ -351,8 +358,8 @@ pub fn write_table2(out: &Path, outcomes: &[Outcome]) -> Result<Vec<PathBuf>> {
     }
     let md_path = out.join("table2.md");
     let csv_path = out.join("table2.csv");
-    fs::write(&md_path, md)?;
-    fs::write(&csv_path, csv)?;
+    crate::download::atomic_write(&md_path, md.as_bytes())?;
+    crate::download::atomic_write(&csv_path, csv.as_bytes())?;
     Ok(vec![md_path, csv_path])
 }
 
