@@ -5,6 +5,8 @@
 //! of `--reps` steps (default 5, as the peer) after `--warm` warm-up steps
 //! (default 1, as the peer), on fixed random images (no data loader, as the
 //! peer). Prints `ours | <the peer's label> | images/s | bs / t`.
+//! `--breakdown` also prints the median milliseconds of the parts of a
+//! step (forward + loss, backward, optimiser update), for profiling.
 //!
 //! ```sh
 //! cargo run --release -p ssl-cli --example bench_train -- --threads 2
@@ -49,6 +51,11 @@ where
         None => Ok(default),
         Some(v) => v.parse().map_err(|e| format!("{flag} {v}: {e}")),
     }
+}
+
+fn median(mut ts: Vec<f64>) -> f64 {
+    ts.sort_by(f64::total_cmp);
+    ts[ts.len() / 2]
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -98,11 +105,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let views: Vec<Tensor> = (0..VIEWS)
         .map(|_| Tensor::randn([BS, 3, 32, 32], (Kind::Float, device)))
         .collect();
-    let mut step = || -> Result<(), Box<dyn std::error::Error>> {
+    let step = |opt: &mut ssl_models::Optimizer,
+                rng: &mut rand_chacha::ChaCha8Rng|
+     -> Result<(), Box<dyn std::error::Error>> {
         let outputs = nets.forward(&views, true);
-        let loss = cfg
-            .method
-            .loss(&outputs.as_method_outputs(&nets), 0, &mut rng)?;
+        let loss = cfg.method.loss(&outputs.as_method_outputs(&nets), 0, rng)?;
         opt.zero_grad();
         opt.backward_step(&loss);
         // The trainer reads the loss every step (finiteness check): so do we,
@@ -114,19 +121,47 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Ok(())
     };
     for _ in 0..warm {
-        step()?;
+        step(&mut opt, &mut rng)?;
     }
     let mut times = Vec::with_capacity(reps);
     for _ in 0..reps.max(1) {
         let t = Instant::now();
-        step()?;
+        step(&mut opt, &mut rng)?;
         times.push(t.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    let t = times[times.len() / 2];
+    let t = median(times);
     println!(
         "ours | ResNet-18 CW-RGP train step, bs {BS} x {VIEWS} views (fwd+bwd+Adam) | images/s | {:.1}",
         BS as f64 / t
     );
+    if args.iter().any(|a| a == "--breakdown") {
+        let (mut fwd, mut bwd, mut upd) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..reps.max(1) {
+            let t = Instant::now();
+            let outputs = nets.forward(&views, true);
+            let loss = cfg
+                .method
+                .loss(&outputs.as_method_outputs(&nets), 0, &mut rng)?;
+            let _ = loss.double_value(&[]);
+            fwd.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            opt.zero_grad();
+            loss.backward();
+            bwd.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            opt.step();
+            upd.push(t.elapsed().as_secs_f64());
+        }
+        for (part, ts) in [
+            ("forward + loss", fwd),
+            ("backward", bwd),
+            ("Adam update", upd),
+        ] {
+            println!(
+                "ours | train step part: {part} | ms | {:.1}",
+                1e3 * median(ts)
+            );
+        }
+    }
     Ok(())
 }
