@@ -131,28 +131,41 @@ impl Networks {
         })
     }
 
-    /// `head(encoder(x))`.
-    pub fn embed(&self, x: &Tensor, train: bool) -> Tensor {
-        self.head
-            .forward_t(&self.encoder.forward_t(x, train), train)
-    }
-
-    /// All views in one pass (BatchNorm sees the views together, as the
-    /// reference's `torch.cat(samples)`), reshaped to `[views, m, d]`.
+    /// The views' forward pass as the reference runs it (winci-ai/CW-RGP,
+    /// `base/methods/*.py`; the peer baseline's `step` does the same): the
+    /// encoder runs once per view, so its BatchNorm statistics are those of
+    /// one view's batch (`[self.model(x) for x in samples]`); the head runs
+    /// on the views concatenated (`self.head(torch.cat(h))`) except for the
+    /// predictor methods BYOL and SimSiam, whose head, predictor and target
+    /// run per view (`[self.head(self.model(x)) for x in samples]`).
+    /// Outputs are reshaped to `[views, m, d]`.
     pub fn forward(&self, views: &[Tensor], train: bool) -> StepOutputs {
         let v = views.len() as i64;
-        let x = Tensor::cat(views, 0);
-        let z = self.embed(&x, train);
+        let per_view = |f: &dyn Fn(&Tensor) -> Tensor, xs: &[Tensor]| {
+            Tensor::cat(&xs.iter().map(f).collect::<Vec<_>>(), 0)
+        };
+        let features: Vec<Tensor> = views
+            .iter()
+            .map(|x| self.encoder.forward_t(x, train))
+            .collect();
+        let z = if self.predictor.is_some() {
+            per_view(&|h| self.head.forward_t(h, train), &features)
+        } else {
+            self.head.forward_t(&Tensor::cat(&features, 0), train)
+        };
+        drop(features);
         let m = z.size()[0] / v;
         let predictions = self
             .predictor
             .as_ref()
-            .map(|p| p.forward_t(&z, train).view([v, m, -1]));
+            .map(|p| per_view(&|zi| p.forward_t(zi, train), &z.chunk(v, 0)).view([v, m, -1]));
         let target_embeddings = self.target.as_ref().map(|t| {
             tch::no_grad(|| {
-                t.head
-                    .forward_t(&t.encoder.forward_t(&x, train), train)
-                    .view([v, m, -1])
+                per_view(
+                    &|x| t.head.forward_t(&t.encoder.forward_t(x, train), train),
+                    views,
+                )
+                .view([v, m, -1])
             })
         });
         StepOutputs {
