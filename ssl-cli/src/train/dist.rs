@@ -7,8 +7,9 @@
 //! whitening sub-batches (as the paper's multi-GPU setup), averages the
 //! gradients over the ranks in ~25 MB buckets, and applies the same
 //! optimiser step, so the parameters stay bit-identical. Rank 0 alone logs,
-//! evaluates, and writes checkpoints and metrics (the logged loss is rank
-//! 0's share of the batch); every rank resumes from the checkpoint.
+//! evaluates, and writes checkpoints and metrics; the loss it logs and checks
+//! is the mean over the ranks (so a non-finite loss on any rank stops every
+//! rank at the same step); every rank resumes from the checkpoint.
 //!
 //! The communicator of the process lives here (set once by `ssl train`),
 //! so the trainer reaches it without threading it through every call.
@@ -226,6 +227,21 @@ impl DataParallel {
     /// Rank 0: logs, evaluates, writes the run directory.
     pub fn is_root(&self) -> bool {
         self.dist.is_root()
+    }
+
+    /// The step's loss averaged over the ranks (one all-reduce of a scalar),
+    /// what rank 0 logs and every rank checks for finiteness, so all ranks
+    /// stop together on a non-finite loss. With one process, `value` itself.
+    pub fn mean_loss(&self, value: f64, step: usize) -> Result<f64> {
+        if self.sync.is_none() {
+            return Ok(value);
+        }
+        self.dist.set_context(format!("loss of step {step}"));
+        let mut buf = [value as f32];
+        self.dist
+            .all_reduce_sum(&mut buf)
+            .with_context(|| format!("averaging the loss of step {step}"))?;
+        Ok(f64::from(buf[0]) / self.dist.world_size() as f64)
     }
 
     /// Backward, gradient averaging over the ranks, optimiser step. With

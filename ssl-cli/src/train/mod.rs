@@ -438,7 +438,7 @@ pub fn train_observed(
                         ckpt.display()
                     )
                 })?;
-            let value = loss.double_value(&[]);
+            let value = dp.mean_loss(loss.double_value(&[]), step)?;
             if !value.is_finite() {
                 let why = diagnose_non_finite(cfg, &outputs, value);
                 bar.finish_and_clear();
