@@ -354,7 +354,10 @@ pub fn train_observed(
         if let Some(state) = &meta.rng {
             rng = state.restore()?;
         }
-        eprintln!("train | resumed at step {step} from {}", ckpt.display());
+        // One write for the whole line: stderr is unbuffered, and under
+        // mpirun the ranks' writes interleave piece by piece.
+        let line = format!("train | resumed at step {step} from {}\n", ckpt.display());
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
     }
     let mut dp = dist::DataParallel::new(&nets)?;
     let config_json = serde_json::to_value(cfg)?;
