@@ -58,7 +58,7 @@ pub fn init(args: &DistArgs) -> Result<Arc<Dist>> {
         bail!("--dist-timeout {}: expected seconds > 0", args.dist_timeout);
     }
     let timeout = Duration::from_secs_f64(args.dist_timeout);
-    let report: ssl_dist::Report = Arc::new(|m| eprintln!("error: {m}"));
+    let report: ssl_dist::Report = Arc::new(|m| say(format!("error: {m}")));
     let dist = Arc::new(Dist::init(backend, timeout, report).context("--dist")?);
     if dist.world_size() > 1 {
         // One intra-op thread per core share: ranks on one machine would
@@ -69,12 +69,12 @@ pub fn init(args: &DistArgs) -> Result<Arc<Dist>> {
             tch::set_num_threads((cores / local).max(1) as i32);
         }
         if dist.is_root() {
-            eprintln!(
+            say(format!(
                 "train | data-parallel: {} ranks over {} (timeout {:.0} s)",
                 dist.world_size(),
                 dist.backend(),
                 args.dist_timeout
-            );
+            ));
         }
     }
     *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(dist.clone());
@@ -105,10 +105,11 @@ pub fn shutdown() -> Result<()> {
 pub fn abort_on_error(err: &anyhow::Error) {
     let d = current();
     if d.world_size() > 1 {
-        eprintln!("error (rank {} of {}): {err}", d.rank(), d.world_size());
+        let mut text = format!("error (rank {} of {}): {err}", d.rank(), d.world_size());
         for cause in err.chain().skip(1) {
-            eprintln!("  caused by: {cause}");
+            text.push_str(&format!("\n  caused by: {cause}"));
         }
+        say(text);
         d.abort(ssl_dist::ABORT_CODE);
     }
 }
@@ -279,11 +280,11 @@ impl DataParallel {
             }
         }
         if self.fail_at == Some((self.dist.rank(), step + 1)) {
-            eprintln!(
+            say(format!(
                 "rank {}: SSL_DIST_FAIL_AT: dying after step {}",
                 self.dist.rank(),
                 step + 1
-            );
+            ));
             std::process::exit(3);
         }
         Ok(())
@@ -307,6 +308,14 @@ impl DataParallel {
         }
         Ok(())
     }
+}
+
+/// One line (or block) to stderr in a single write: stderr is unbuffered
+/// and `eprintln!` writes piece by piece, which mpirun interleaves with the
+/// other ranks' output.
+fn say(mut text: String) {
+    text.push('\n');
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
 }
 
 #[cfg(test)]
