@@ -315,6 +315,32 @@ fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
+/// `apt-get update` then `apt-get install -y PACKAGES`, non-interactive
+/// (set-up runs it only as root); `what` names the software in errors.
+fn apt_install(packages: &[&str], what: &str) -> Result<()> {
+    let apt = |args: &[&str]| -> Result<()> {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .with_context(|| {
+                format!(
+                    "apt-get not found: install {what} ({}) by hand",
+                    packages.join(" ")
+                )
+            })?;
+        if !status.success() {
+            bail!(
+                "`apt-get {}` failed ({status}); run it by hand",
+                args.join(" ")
+            );
+        }
+        Ok(())
+    };
+    apt(&["update", "-qq"])?;
+    apt(&[&["install", "-y", "-qq"][..], packages].concat())
+}
+
 fn ensure_openblas() -> Result<()> {
     if has_openblas() {
         return Ok(());
@@ -327,22 +353,7 @@ fn ensure_openblas() -> Result<()> {
         );
     }
     eprintln!("xtask | installing libopenblas-dev (LAPACK for the f64 oracle)");
-    let apt = |args: &[&str]| -> Result<()> {
-        let status = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("apt-get not found: install OpenBLAS (libopenblas-dev) by hand")?;
-        if !status.success() {
-            bail!(
-                "`apt-get {}` failed ({status}); run it by hand",
-                args.join(" ")
-            );
-        }
-        Ok(())
-    };
-    apt(&["update", "-qq"])?;
-    apt(&["install", "-y", "-qq", "libopenblas-dev"])?;
+    apt_install(&["libopenblas-dev"], "OpenBLAS")?;
     if !has_openblas() {
         bail!("libopenblas-dev was installed but libopenblas.so is still not found");
     }
@@ -377,22 +388,7 @@ fn ensure_openmpi() -> Result<()> {
         );
     }
     eprintln!("xtask | installing openmpi-bin libopenmpi-dev (data-parallel training on CPUs)");
-    let apt = |args: &[&str]| -> Result<()> {
-        let status = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("apt-get not found: install Open MPI (openmpi-bin libopenmpi-dev) by hand")?;
-        if !status.success() {
-            bail!(
-                "`apt-get {}` failed ({status}); run it by hand",
-                args.join(" ")
-            );
-        }
-        Ok(())
-    };
-    apt(&["update", "-qq"])?;
-    apt(&["install", "-y", "-qq", "openmpi-bin", "libopenmpi-dev"])?;
+    apt_install(&["openmpi-bin", "libopenmpi-dev"], "Open MPI")?;
     if !has_openmpi() {
         bail!("openmpi-bin was installed but mpirun or libmpi.so.40 is still not found");
     }
