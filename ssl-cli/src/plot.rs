@@ -312,13 +312,7 @@ fn draw_lines<DB: DrawingBackend>(
         }
     }
     if series.len() > 1 || !series[0].name.is_empty() {
-        ctx.configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .label_font(("sans-serif", 14))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(err)?;
+        draw_legend(&mut ctx)?;
     }
     Ok(())
 }
@@ -376,6 +370,16 @@ fn draw_bars<DB: DrawingBackend>(
         .label(name.as_str())
         .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled()));
     }
+    draw_legend(&mut ctx)?;
+    Ok(())
+}
+
+/// The series legend, the same on every chart: upper right, on a light box.
+fn draw_legend<'a, DB, CT>(ctx: &mut ChartContext<'a, DB, CT>) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    CT: plotters::coord::CoordTranslate,
+{
     ctx.configure_series_labels()
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(180, 180, 180))
