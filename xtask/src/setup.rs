@@ -134,30 +134,174 @@ fn ensure_venv(root: &Path, venv: &Path) -> Result<()> {
     )
 }
 
+/// Packages of torch's own requirements that the project never uses:
+/// triton is torch.compile's GPU code generator (~0.6 GB installed).
+const SKIPPED: &[&str] = &["triton"];
+
+/// Free space set-up wants before installing: torch, its CUDA libraries
+/// (which libtorch's shared objects name as needed even on CPU machines)
+/// and the largest single wheel while it is being installed.
+const NEEDED_BYTES: u64 = 5_000_000_000;
+
+/// Prints torch's and torchvision's requirements for this platform, one per
+/// line: markers evaluated, `extra ==` ones dropped, SKIPPED left out, and a
+/// requirement with extras split into one line per extra so that each pip
+/// call downloads one package family.
+const REQUIREMENTS_PY: &str = r#"
+import importlib.metadata as md, sys
+from pip._vendor.packaging.requirements import Requirement
+skip = set(sys.argv[1].split(",")) if sys.argv[1] else set()
+seen = []
+for dist in ("torch", "torchvision"):
+    for text in md.requires(dist) or []:
+        r = Requirement(text)
+        if r.marker is not None and not r.marker.evaluate({"extra": ""}):
+            continue
+        if r.name in ("torch", "torchvision") or r.name in skip:
+            continue
+        base = r.name + str(r.specifier)
+        lines = [f"{r.name}[{e}]{r.specifier}" for e in sorted(r.extras)] or [base]
+        for line in lines:
+            if line not in seen:
+                seen.append(line)
+print("\n".join(seen))
+"#;
+
+/// Installs the venv's packages in stages, so that a machine with little
+/// disk gets through: torch and torchvision without dependencies, then each
+/// of their requirements in its own pip call with no pip cache. The peak
+/// disk use is what is installed plus one package family's wheels, instead
+/// of every wheel twice (cache and temp copy) beside the installed tree.
 fn ensure_python_packages(venv: &Path, python: &Path) -> Result<()> {
-    let wanted = REQUIREMENTS.join(" ");
+    let wanted = format!(
+        "{} (staged, without {})",
+        REQUIREMENTS.join(" "),
+        SKIPPED.join(",")
+    );
     let stamp = venv.join(STAMP);
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s.trim() == wanted) {
         return Ok(());
     }
+    if !venv_has_torch(venv) {
+        warn_if_short_of_space(venv);
+    }
     eprintln!(
-        "xtask | installing {wanted} into {} (one time: ~4.7 GB with torch's CUDA libraries)",
+        "xtask | installing {} into {} (one time: ~4 GB with the CUDA libraries libtorch links)",
+        REQUIREMENTS.join(" "),
         venv.display()
     );
+    let (head, tail): (Vec<&str>, Vec<&str>) = REQUIREMENTS
+        .iter()
+        .partition(|r| r.starts_with("torch==") || r.starts_with("torchvision=="));
+    pip_install(python, &["--no-deps"], &head)?;
     let out = Command::new(python)
+        .args(["-c", REQUIREMENTS_PY, &SKIPPED.join(",")])
+        .output()
+        .with_context(|| format!("could not run {}", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "reading torch's requirements with {} failed:\n{}",
+            python.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut reqs: Vec<&str> = listed.lines().filter(|l| !l.trim().is_empty()).collect();
+    for extra in &tail {
+        let name = extra
+            .split(['=', '<', '>', '!', '['])
+            .next()
+            .unwrap_or(extra);
+        if !reqs.iter().any(|r| r.starts_with(name)) {
+            reqs.push(extra);
+        }
+    }
+    for req in &reqs {
+        pip_install(python, &[], &[req])?;
+    }
+    std::fs::write(&stamp, format!("{wanted}\n"))
+        .with_context(|| format!("writing {}", stamp.display()))?;
+    Ok(())
+}
+
+/// Whether a torch package is already in the venv (a re-run after an
+/// interrupted or older set-up needs little new space).
+fn venv_has_torch(venv: &Path) -> bool {
+    std::fs::read_dir(venv.join("lib")).is_ok_and(|dirs| {
+        dirs.flatten()
+            .any(|d| d.path().join("site-packages/torch/lib").is_dir())
+    })
+}
+
+/// Bytes free on the file system holding `dir`, from `df -Pk` (POSIX
+/// output); `None` when df is missing or prints something else.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let out = Command::new("df").arg("-Pk").arg(dir).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kib: u64 = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Warns (does not fail: `df` can under-report on overlay file systems,
+/// and pip's own error is caught below) when the venv's disk looks too
+/// small for the install.
+fn warn_if_short_of_space(venv: &Path) {
+    let Some(free) = free_bytes(venv) else {
+        return;
+    };
+    if free < NEEDED_BYTES {
+        eprintln!(
+            "xtask | warning: only {:.1} GB free at {}: torch {TORCH_VERSION} with the CUDA \
+             libraries that libtorch's shared objects need takes about {:.1} GB, and the build \
+             a few more. If the install fails, free some space or set LIBTORCH to an existing \
+             libtorch {TORCH_VERSION}.",
+            free as f64 / 1e9,
+            venv.display(),
+            NEEDED_BYTES as f64 / 1e9
+        );
+    }
+}
+
+/// One `pip install --no-cache-dir EXTRA... REQS...`, with errors a user
+/// can act on.
+///
+/// pip's downloads and unpacking go to a temporary folder inside the venv,
+/// on the same disk as the install: a small `/tmp` (a tmpfs, say) cannot
+/// hold torch's 0.5 GB wheels.
+fn pip_install(python: &Path, extra: &[&str], reqs: &[&str]) -> Result<()> {
+    let wanted = reqs.join(" ");
+    eprintln!("xtask | pip install {wanted}");
+    let venv = python
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| Path::new("."));
+    let tmp = venv.join(".pip-tmp");
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let out = Command::new(python)
+        .env("TMPDIR", &tmp)
         .args([
             "-m",
             "pip",
             "install",
             "--disable-pip-version-check",
+            "--no-cache-dir",
             "--progress-bar",
             "off",
+            "-q",
         ])
-        .args(REQUIREMENTS)
+        .args(extra)
+        .args(reqs)
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped())
         .output()
         .with_context(|| format!("could not run {} -m pip", python.display()))?;
+    let _ = std::fs::remove_dir_all(&tmp);
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         eprintln!("{err}");
@@ -165,7 +309,18 @@ fn ensure_python_packages(venv: &Path, python: &Path) -> Result<()> {
             bail!(
                 "pip is missing in {}: on Debian/Ubuntu `apt-get install python3-pip \
                  python3-venv`, then remove .venv and retry",
-                venv.display()
+                python.display()
+            );
+        }
+        if err.contains("No space left on device") {
+            let free = free_bytes(python.parent().unwrap_or(python))
+                .map(|b| format!("{:.1} GB", b as f64 / 1e9))
+                .unwrap_or_else(|| "unknown".into());
+            bail!(
+                "the disk filled up while installing {wanted} (free now: {free}). torch \
+                 {TORCH_VERSION} with its CUDA libraries takes about {:.1} GB: free some space \
+                 and run `cargo xtask setup` again (finished packages are kept).",
+                NEEDED_BYTES as f64 / 1e9
             );
         }
         let offline = [
@@ -193,8 +348,6 @@ fn ensure_python_packages(venv: &Path, python: &Path) -> Result<()> {
         }
         bail!("pip install {wanted} failed ({})", out.status);
     }
-    std::fs::write(&stamp, format!("{wanted}\n"))
-        .with_context(|| format!("writing {}", stamp.display()))?;
     Ok(())
 }
 
