@@ -143,3 +143,61 @@ fn simple_features_classify_it_far_above_chance() {
     assert!(raw_acc > 0.5, "raw-pixel 5-NN accuracy {raw_acc}");
     eprintln!("synthetic learnability: histogram 1-NN {hist_acc:.3}, raw-pixel 5-NN {raw_acc:.3}");
 }
+
+/// Several writers generating the same data into one folder at once (the
+/// ranks of a data-parallel run do) never expose a partial file: a reader
+/// polling the folder meanwhile sees each file either absent or whole.
+/// Before files were renamed into place, a rank read a half-written
+/// `test_batch.bin` ("not a whole number of 3073-byte records").
+#[test]
+fn concurrent_writers_never_expose_a_partial_file() {
+    let dir = test_support::scratch_dir();
+    let cfg = SyntheticConfig {
+        train_per_class: 40,
+        ..small(7)
+    };
+    let expected = {
+        let other = test_support::scratch_dir();
+        write_synthetic_cifar(other.path(), &cfg)
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f.file_name().unwrap().to_owned(),
+                    std::fs::metadata(f).unwrap().len(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut seen = 0usize;
+    std::thread::scope(|s| {
+        let writers: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| write_synthetic_cifar(dir.path(), &cfg).unwrap()))
+            .collect();
+        let reader = s.spawn(|| {
+            let mut checks = 0usize;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                for (name, len) in &expected {
+                    if let Ok(m) = std::fs::metadata(dir.path().join(name)) {
+                        assert_eq!(m.len(), *len, "{name:?} seen partial");
+                        checks += 1;
+                    }
+                }
+            }
+            checks
+        });
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        seen = reader.join().unwrap();
+    });
+    assert!(seen > 0, "the reader saw no file at all");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp."))
+        .collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+}
