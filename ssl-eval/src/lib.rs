@@ -32,6 +32,7 @@ pub mod knn;
 pub mod linear_classifier;
 pub mod linear_probe;
 pub mod optim;
+mod probe_kernel;
 pub mod results;
 
 pub use diagnostics::{class_cosine_similarity, collapse_diagnostics, ClassCosine};

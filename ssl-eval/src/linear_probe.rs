@@ -12,6 +12,13 @@
 //! which is exactly Adam on `(W, b)` (Adam and L2 decay act element-wise;
 //! the reference decays the bias too). The gradient is in closed form
 //! ([`crate::linear_classifier`]) and the update in place, with no autograd.
+//!
+//! On the CPU the step is one fused pass instead (`probe_kernel`): rows
+//! are read in place by their index (no permuted copy of the features per
+//! epoch), and logits, softmax and gradient are computed per tile of rows
+//! while they sit in L1, over rayon's threads; Adam runs on the flat
+//! parameter. Same permutations, batches and arithmetic, f32 throughout;
+//! only the order of the sums differs from the tensor path.
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -21,8 +28,10 @@ use tch::{Kind, Tensor};
 use crate::features::{num_classes, Features};
 use crate::linear_classifier::LinearClassifier;
 use crate::optim::TensorOptimizer;
+use crate::probe_kernel::{batch_grad, ProbeData, Shape};
 use crate::results::{LinearProtocol, LinearResult};
 use crate::EvalError;
+use ssl_models::{adam_update_slice, OptimizerKind};
 
 /// Settings of the linear probe; [`LinearProbeConfig::reference`] is SPEC §7.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -131,6 +140,9 @@ pub fn train_linear_probe<R: Rng + ?Sized>(
         });
     }
     train.check_labels(classes, "linear probe train labels")?;
+    if train.device() == tch::Device::Cpu {
+        return train_fused_cpu(train, classifier, cfg, rng);
+    }
     let device = train.device();
     tch::no_grad(|| {
         // [x | 1] and θ = [W | b]: one parameter, one matrix product each way.
@@ -176,6 +188,91 @@ pub fn train_linear_probe<R: Rng + ?Sized>(
             weight: theta.narrow(1, 0, d).contiguous(),
             bias: theta.select(1, d).contiguous(),
         })
+    })
+}
+
+/// The CPU path of [`train_linear_probe`]: the same epochs, permutations,
+/// batches and Adam, with the gradient from [`crate::probe_kernel`] (one
+/// fused pass per batch over rows read in place) and Adam on the flat
+/// `[classes, d + 1]` parameter by ssl-models' [`adam_update_slice`].
+fn train_fused_cpu<R: Rng + ?Sized>(
+    train: &Features,
+    classifier: LinearClassifier,
+    cfg: &LinearProbeConfig,
+    rng: &mut R,
+) -> Result<LinearClassifier, EvalError> {
+    let (n, d, classes) = (
+        train.len() as usize,
+        train.dim() as usize,
+        classifier.classes() as usize,
+    );
+    // The features are read in place: no copy of a possibly large matrix.
+    let x = train.x.to_kind(Kind::Float).contiguous();
+    assert_eq!(x.numel(), n * d, "features are [n, d]");
+    // SAFETY: `x` is a contiguous f32 CPU tensor of n·d elements (made so
+    // just above); it outlives `x_host` (both end with this function) and
+    // nothing writes to it meanwhile.
+    #[allow(unsafe_code)]
+    let x_host: &[f32] = unsafe { std::slice::from_raw_parts(x.data_ptr() as *const f32, n * d) };
+    let y_host: Vec<i64> = Vec::try_from(&train.y)?;
+    let d1 = d + 1;
+    let weight: Vec<f32> =
+        Vec::try_from(classifier.weight.to_device(tch::Device::Cpu).reshape([-1]))?;
+    let bias: Vec<f32> = Vec::try_from(classifier.bias.to_device(tch::Device::Cpu))?;
+    let mut theta = vec![0f32; classes * d1];
+    for c in 0..classes {
+        theta[c * d1..c * d1 + d].copy_from_slice(&weight[c * d..(c + 1) * d]);
+        theta[c * d1 + d] = bias[c];
+    }
+    let (mut m, mut v, mut grad) = (
+        vec![0f32; theta.len()],
+        vec![0f32; theta.len()],
+        vec![0f32; theta.len()],
+    );
+    let OptimizerKind::Adam { beta1, beta2, eps } = OptimizerKind::adam() else {
+        unreachable!("OptimizerKind::adam() is Adam")
+    };
+    let data = ProbeData {
+        x: x_host,
+        y: &y_host,
+        d,
+    };
+    let shape = Shape { classes, d };
+    let batch = cfg.batch_size as usize;
+    let mut t = 0.0;
+    for epoch in 0..cfg.epochs {
+        let lr = cfg.lr_at(epoch);
+        let perm: Vec<usize> = epoch_permutation(n as i64, rng)
+            .into_iter()
+            .map(|i| i as usize)
+            .collect();
+        for rows in perm.chunks(batch) {
+            batch_grad(data, shape, &theta, rows, &mut grad);
+            t += 1.0;
+            adam_update_slice(
+                &mut theta,
+                &grad,
+                &mut m,
+                &mut v,
+                lr,
+                cfg.weight_decay,
+                (beta1, beta2, eps),
+                t,
+            );
+        }
+    }
+    if theta.iter().any(|v| !v.is_finite()) {
+        return Err(EvalError::NonFinite("linear probe weights".into()));
+    }
+    let mut weight = Vec::with_capacity(classes * d);
+    let mut bias = Vec::with_capacity(classes);
+    for c in 0..classes {
+        weight.extend_from_slice(&theta[c * d1..c * d1 + d]);
+        bias.push(theta[c * d1 + d]);
+    }
+    Ok(LinearClassifier {
+        weight: Tensor::from_slice(&weight).view([classes as i64, d as i64]),
+        bias: Tensor::from_slice(&bias),
     })
 }
 

@@ -39,6 +39,6 @@ pub use checkpoint::{load_checkpoint, Checkpoint, CheckpointMetadata, RngState};
 pub use ema::{BufferUpdate, EmaTarget};
 pub use error::ModelError;
 pub use head::{Mlp, ProjectionHeadConfig};
-pub use optim::{update_parameter, Optimizer, OptimizerKind};
+pub use optim::{adam_update_slice, update_parameter, Optimizer, OptimizerKind};
 pub use prototypes::Prototypes;
 pub use resnet::{Depth, ResNet, ResNetConfig, Stem};

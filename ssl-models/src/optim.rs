@@ -310,3 +310,41 @@ pub fn update_parameter(
         }
     }
 }
+/// [`update_parameter`]'s Adam on plain f32 slices, for CPU code that keeps
+/// a small parameter outside libtorch (ssl-eval's fused linear probe, where
+/// eight tensor calls per step would cost more than the step). The same
+/// operations in the same order as the tensor kernel, element by element:
+/// `g ← g + wd·θ`, `m ← m + (g − m)(1 − β₁)`, `v ← β₂v + (g(1 − β₂))g`,
+/// `θ ← θ − (lr/(1 − β₁ᵗ))·m / (√v/√(1 − β₂ᵗ) + ε)`.
+#[allow(clippy::too_many_arguments)]
+pub fn adam_update_slice(
+    p: &mut [f32],
+    grad: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    lr: f64,
+    weight_decay: f64,
+    (beta1, beta2, eps): (f64, f64, f64),
+    t: f64,
+) {
+    assert!(
+        grad.len() == p.len() && m.len() == p.len() && v.len() == p.len(),
+        "adam_update_slice: parameter, gradient and state lengths differ"
+    );
+    let wd = weight_decay as f32;
+    let (a1, b2, a2) = ((1.0 - beta1) as f32, beta2 as f32, (1.0 - beta2) as f32);
+    let step_size = (lr / (1.0 - beta1.powf(t))) as f32;
+    let bc2 = (1.0 - beta2.powf(t)).sqrt() as f32;
+    let eps = eps as f32;
+    for i in 0..p.len() {
+        let g = if weight_decay != 0.0 {
+            grad[i] + p[i] * wd
+        } else {
+            grad[i]
+        };
+        m[i] += a1 * (g - m[i]);
+        v[i] = v[i] * b2 + (g * a2) * g;
+        let denom = v[i].sqrt() / bc2 + eps;
+        p[i] += (m[i] * -step_size) / denom;
+    }
+}
