@@ -9,9 +9,9 @@
 //! gradient buffer, summed at the end. The arithmetic is the tensor path's
 //! (f32 products and sums, f32 softmax); only the summation order differs.
 //!
-//! The inner loops are written over fixed-size lane arrays so that LLVM
-//! vectorises them; they are compiled three times (AVX-512, AVX2 + FMA,
-//! baseline) and the best the CPU has is chosen at run time.
+//! On x86-64 CPUs with AVX2 + FMA (chosen at run time) the kernel is
+//! written in intrinsics (`avx2`); elsewhere a portable version over
+//! fixed-size lane arrays runs.
 
 // `target_feature` functions are `unsafe` to call; each call is guarded by
 // the matching run-time CPU check.
@@ -87,7 +87,8 @@ pub(crate) fn batch_grad(
     }
 }
 
-/// Dispatches to the widest instruction set the CPU has.
+/// Dispatches to the AVX2 + FMA kernel where the CPU has it (every x86-64
+/// CPU with AVX-512 has it too), to the portable one elsewhere.
 fn accumulate(
     data: ProbeData<'_>,
     shape: Shape,
@@ -98,45 +99,148 @@ fn accumulate(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked just above).
-            unsafe { accumulate_avx512(data, shape, theta, rows, scale, grad) };
-            return;
-        }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
-            unsafe { accumulate_avx2(data, shape, theta, rows, scale, grad) };
+            unsafe { avx2::accumulate(data, shape, theta, rows, scale, grad) };
             return;
         }
     }
     accumulate_generic::<8, false>(data, shape, theta, rows, scale, grad);
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn accumulate_avx512(
-    data: ProbeData<'_>,
-    shape: Shape,
-    theta: &[f32],
-    rows: &[usize],
-    scale: f32,
-    grad: &mut [f32],
-) {
-    accumulate_generic::<16, true>(data, shape, theta, rows, scale, grad);
+/// The softmax of the real classes of one row of logits, turned in place
+/// into `g = (p − onehot(label))·scale`.
+#[inline(always)]
+fn softmax_grad(row: &mut [f32], label: usize, scale: f32) {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for v in row.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+    row[label] -= 1.0;
+    for v in row.iter_mut() {
+        *v *= scale;
+    }
 }
 
+/// The x86-64 kernel in AVX2 + FMA intrinsics, 8 lanes of f32.
+///
+/// Per tile of [`RT`] rows: the logits in register blocks of 4 rows × 2
+/// classes (8 accumulators, each load of `x` serving two classes and each
+/// load of `θ` four rows), then per class one pass over `d` that adds
+/// `Σ_r g[r][c] x_r` to the gradient row with the 8 broadcast `g[r][c]`
+/// in registers (one load and one store of the gradient per 8 FMAs).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn accumulate_avx2(
-    data: ProbeData<'_>,
-    shape: Shape,
-    theta: &[f32],
-    rows: &[usize],
-    scale: f32,
-    grad: &mut [f32],
-) {
-    accumulate_generic::<8, true>(data, shape, theta, rows, scale, grad);
+mod avx2 {
+    use super::{softmax_grad, ProbeData, Shape};
+    use std::arch::x86_64::*;
+
+    /// Rows per tile.
+    const RT: usize = 8;
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps::<1>(v);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// [`super::accumulate`] for CPUs with AVX2 and FMA.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA. Bounds: `data.x` holds
+    /// `data.y.len()` rows of `d`, every index in `rows` is a row of it,
+    /// and `theta` and `grad` hold at least `classes` rows of `d + 1`
+    /// (asserted on entry; the pointer arithmetic below stays inside).
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn accumulate(
+        data: ProbeData<'_>,
+        shape: Shape,
+        theta: &[f32],
+        rows: &[usize],
+        scale: f32,
+        grad: &mut [f32],
+    ) {
+        let (d, d1, classes) = (shape.d, shape.d + 1, shape.classes);
+        let n = data.y.len();
+        assert!(data.x.len() >= n * d && theta.len() >= classes * d1 && grad.len() >= classes * d1);
+        assert!(rows.iter().all(|&i| i < n), "row index out of range");
+        let chunks = d / 8;
+        let mut logits = vec![0f32; RT * classes];
+        for tile in rows.chunks(RT) {
+            let live = tile.len();
+            // A short last tile repeats its first row with g = 0.
+            let xp: [*const f32; RT] = std::array::from_fn(|r| {
+                data.x.as_ptr().add(tile[if r < live { r } else { 0 }] * d)
+            });
+            for half in 0..RT / 4 {
+                let xr = &xp[4 * half..4 * half + 4];
+                for c in (0..classes).step_by(2) {
+                    let two = c + 1 < classes;
+                    let t0 = theta.as_ptr().add(c * d1);
+                    let t1 = if two { t0.add(d1) } else { t0 };
+                    let mut a = [_mm256_setzero_ps(); 8];
+                    for k in 0..chunks {
+                        let o = k * 8;
+                        let v0 = _mm256_loadu_ps(t0.add(o));
+                        let v1 = _mm256_loadu_ps(t1.add(o));
+                        for r in 0..4 {
+                            let x = _mm256_loadu_ps(xr[r].add(o));
+                            a[2 * r] = _mm256_fmadd_ps(x, v0, a[2 * r]);
+                            a[2 * r + 1] = _mm256_fmadd_ps(x, v1, a[2 * r + 1]);
+                        }
+                    }
+                    for r in 0..4 {
+                        for (j, tp) in [(0, t0), (1, t1)].into_iter().take(1 + two as usize) {
+                            let mut s = hsum(a[2 * r + j]);
+                            for k in chunks * 8..d {
+                                s = (*tp.add(k)).mul_add(*xr[r].add(k), s);
+                            }
+                            logits[(4 * half + r) * classes + c + j] = s + *tp.add(d);
+                        }
+                    }
+                }
+            }
+            for r in 0..RT {
+                let row = &mut logits[r * classes..(r + 1) * classes];
+                if r < live {
+                    softmax_grad(row, data.y[tile[r]] as usize, scale);
+                } else {
+                    row.fill(0.0);
+                }
+            }
+            for c in 0..classes {
+                let gr: [f32; RT] = std::array::from_fn(|r| logits[r * classes + c]);
+                let gv: [__m256; RT] = std::array::from_fn(|r| _mm256_set1_ps(gr[r]));
+                let out = grad.as_mut_ptr().add(c * d1);
+                for k in 0..chunks {
+                    let o = k * 8;
+                    let mut acc = _mm256_loadu_ps(out.add(o));
+                    for r in 0..RT {
+                        acc = _mm256_fmadd_ps(gv[r], _mm256_loadu_ps(xp[r].add(o)), acc);
+                    }
+                    _mm256_storeu_ps(out.add(o), acc);
+                }
+                for k in chunks * 8..d {
+                    let mut acc = *out.add(k);
+                    for r in 0..RT {
+                        acc = gr[r].mul_add(*xp[r].add(k), acc);
+                    }
+                    *out.add(k) = acc;
+                }
+                *out.add(d) += gr.iter().sum::<f32>();
+            }
+        }
+    }
 }
 
 #[inline(always)]
@@ -201,24 +305,10 @@ fn accumulate_generic<const L: usize, const FMA: bool>(
         // Softmax over the real classes, then g = (p − onehot)·scale in place.
         for r in 0..R {
             let row = &mut logits[r * cp..r * cp + classes];
-            if r >= live {
+            if r < live {
+                softmax_grad(row, data.y[tile[r]] as usize, scale);
+            } else {
                 row.fill(0.0);
-                continue;
-            }
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for v in row.iter_mut() {
-                *v = (*v - max).exp();
-                sum += *v;
-            }
-            let inv = 1.0 / sum;
-            for v in row.iter_mut() {
-                *v *= inv;
-            }
-            let label = data.y[tile[r]] as usize;
-            row[label] -= 1.0;
-            for v in row.iter_mut() {
-                *v *= scale;
             }
         }
         // ∂L/∂θ_c += Σ_r g[r][c] x_r (and the bias column += Σ_r g[r][c]).
