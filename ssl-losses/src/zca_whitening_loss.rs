@@ -23,6 +23,13 @@
 //! gaps), and the whole backward is six batched matrix products: no
 //! autograd graph through the decomposition is recorded.
 //!
+//! On the CPU the `n·g` matrices are split into one chunk per core and
+//! each chunk's forward (covariance, `eigh`, `Φ`, `Â`) and backward run on
+//! a thread of their own with libtorch single-threaded: batched `eigh`
+//! decomposes its matrices one after another, so this split is what puts
+//! the second core to work, and no OpenMP team waits on a descheduled
+//! member.
+//!
 //! The loss returned carries this gradient through the surrogate
 //! `(H·∂L/∂H).sum() + sg(L − (H·∂L/∂H).sum())`, whose value is `L` and
 //! whose gradient with respect to `H` (and so to every parameter upstream)
@@ -90,12 +97,14 @@ pub(crate) fn zca_loss_and_grad<R: Rng + ?Sized>(
     ]);
     let (samples, _) = cfg.samples_and_vars(w, d);
     let denom = samples as f64 - cfg.minus;
-    let cov = covariance_of_centred(&a, denom, cfg.eps);
-    let (lambda, u) = cov.f_linalg_eigh("L")?;
-    ensure_positive(&lambda)?;
-    let sqrt_l = lambda.sqrt();
-    let phi = (&u * sqrt_l.reciprocal().unsqueeze(-2)).matmul(&u.transpose(-1, -2));
-    let out = a.matmul(&phi);
+    let eps = cfg.eps;
+    // The n·g matrices are independent until the pair loss: on the CPU
+    // they are split into one contiguous chunk per core, each run by its
+    // own thread with libtorch single-threaded (see `on_threads`).
+    let parts = cpu_parts(device, a.size()[0]);
+    let forwards = on_threads(a.chunk(parts, 0), |a| forward(a, denom, eps));
+    let forwards = forwards.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let out = Tensor::cat(&forwards.iter().map(|f| &f.out).collect::<Vec<_>>(), 0);
     let z = scatter(&out);
 
     let (loss, g_z) = pairwise_view_loss_and_grad(&z, normalized, want_grad);
@@ -103,16 +112,92 @@ pub(crate) fn zca_loss_and_grad<R: Rng + ?Sized>(
         return Ok((loss, None));
     };
     let g_out = gather(&g_z).view_as(&a);
-    let b = a.transpose(-1, -2).matmul(&g_out);
-    let b_sym = (&b + b.transpose(-1, -2)) * 0.5;
-    let (si, sj) = (sqrt_l.unsqueeze(-1), sqrt_l.unsqueeze(-2));
-    let f = -((&si * &sj) * (&si + &sj)).reciprocal();
-    let ut = u.transpose(-1, -2);
-    let g_cov = u.matmul(&(ut.matmul(&b_sym).matmul(&u) * f)).matmul(&ut);
-    let kappa = (1.0 - cfg.eps) / denom;
-    let g_a = (g_out.matmul(&phi) + a.matmul(&g_cov) * (2.0 * kappa)).view_as(&index);
+    let kappa = (1.0 - eps) / denom;
+    let jobs: Vec<(Forward, Tensor)> = forwards.into_iter().zip(g_out.chunk(parts, 0)).collect();
+    let g_a = on_threads(jobs, |(f, g_out)| backward(&f, &g_out, kappa));
+    let g_a = Tensor::cat(&g_a, 0).view_as(&index);
     let g_raw = &g_a - g_a.mean_dim(centre_dims, true, None);
     Ok((loss, Some(scatter(&g_raw))))
+}
+
+/// What the backward of one chunk of matrices keeps from its forward.
+struct Forward {
+    a: Tensor,
+    u: Tensor,
+    sqrt_l: Tensor,
+    phi: Tensor,
+    out: Tensor,
+}
+
+/// `Σ = κ AᵀA + eps·I = U Λ Uᵀ`, `Φ = U Λ^{-1/2} Uᵀ`, `Â = A Φ` for a chunk
+/// `a: [b, s, v]` of centred matrices.
+fn forward(a: Tensor, denom: f64, eps: f64) -> Result<Forward, LossError> {
+    let cov = covariance_of_centred(&a, denom, eps);
+    let (lambda, u) = cov.f_linalg_eigh("L")?;
+    ensure_positive(&lambda)?;
+    let sqrt_l = lambda.sqrt();
+    let phi = (&u * sqrt_l.reciprocal().unsqueeze(-2)).matmul(&u.transpose(-1, -2));
+    let out = a.matmul(&phi);
+    Ok(Forward {
+        a,
+        u,
+        sqrt_l,
+        phi,
+        out,
+    })
+}
+
+/// `∂L/∂A = G Φ + 2κ A ∂L/∂Σ` for one chunk (the module doc's formula),
+/// with `g_out = G = ∂L/∂Â`.
+fn backward(f: &Forward, g_out: &Tensor, kappa: f64) -> Tensor {
+    let b = f.a.transpose(-1, -2).matmul(g_out);
+    let b_sym = (&b + b.transpose(-1, -2)) * 0.5;
+    let (si, sj) = (f.sqrt_l.unsqueeze(-1), f.sqrt_l.unsqueeze(-2));
+    let factor = -((&si * &sj) * (&si + &sj)).reciprocal();
+    let ut = f.u.transpose(-1, -2);
+    let g_cov =
+        f.u.matmul(&(ut.matmul(&b_sym).matmul(&f.u) * factor))
+            .matmul(&ut);
+    g_out.matmul(&f.phi) + f.a.matmul(&g_cov) * (2.0 * kappa)
+}
+
+/// How many chunks to split `b` independent matrices into: one per core
+/// (at most 8) on the CPU, one on other devices (their kernels are
+/// already parallel).
+fn cpu_parts(device: Device, b: i64) -> i64 {
+    if device != Device::Cpu {
+        return 1;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    cores.clamp(1, 8).min(b.max(1))
+}
+
+/// `f` over `inputs`, the first on this thread and each other on a thread
+/// of its own, results in input order. Runs inside the caller's
+/// [`SingleThreadedScope`]: libtorch reads its thread count from a
+/// process-wide setting when a new thread first calls it, so every
+/// worker's libtorch calls are single-threaded too, and the parallelism
+/// is exactly one chunk per thread, with no OpenMP team to synchronise
+/// (the reason the scope exists; batched `eigh` hands matrices to LAPACK
+/// one at a time, so splitting the batch is the only way it uses two
+/// cores).
+fn on_threads<I: Send, T: Send>(inputs: Vec<I>, f: impl Fn(I) -> T + Sync) -> Vec<T> {
+    if inputs.len() <= 1 {
+        return inputs.into_iter().map(&f).collect();
+    }
+    std::thread::scope(|s| {
+        let mut inputs = inputs.into_iter();
+        let first = inputs.next().expect("at least two inputs");
+        let f = &f;
+        let workers: Vec<_> = inputs.map(|i| s.spawn(move || f(i))).collect();
+        let mut out = vec![f(first)];
+        out.extend(
+            workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e))),
+        );
+        out
+    })
 }
 
 /// Flat indices into `h: [views, m, d]` of every whitened group, shaped
@@ -166,4 +251,27 @@ fn ensure_positive(lambda: &Tensor) -> Result<(), LossError> {
 pub(crate) fn with_gradient(h: &Tensor, loss: &Tensor, grad: &Tensor) -> Tensor {
     let surrogate = (h * grad).sum(loss.kind());
     &surrogate + (loss - surrogate.detach())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The premise of `on_threads`: a thread started inside the scope
+    /// runs libtorch single-threaded without entering the scope itself,
+    /// and the chunks come back in order.
+    #[test]
+    fn workers_inherit_the_single_thread_setting_and_keep_order() {
+        let before = tch::get_num_threads();
+        let _single = SingleThreadedScope::enter();
+        let got = on_threads((0..3).collect(), |i: i64| {
+            let t = Tensor::from_slice(&[i as f32]).matmul(&Tensor::from_slice(&[2f32]));
+            (i, tch::get_num_threads(), t.double_value(&[]))
+        });
+        assert_eq!(
+            got,
+            vec![(0, 1, 0.0), (1, 1, 2.0), (2, 1, 4.0)],
+            "thread count before the scope: {before}"
+        );
+    }
 }
