@@ -121,7 +121,9 @@ pub struct Neighbours {
     pub values: Tensor,
 }
 
-/// Finds the `cfg.k` nearest training rows of each test row, block by block.
+/// Finds the `cfg.k` nearest training rows of each test row, block by block
+/// (on the CPU by OpenBLAS blocks with a fused top-k scan, elsewhere by
+/// `addmm` + `topk` blocks; both rank the same keys the same way).
 ///
 /// Euclidean: ranks by `‖b‖² − 2a·b` (the per-test-row `‖a‖²` cannot change
 /// the order, so it is added to the k winners only) and returns
@@ -131,6 +133,17 @@ pub fn nearest_neighbours(
     train_x: &Tensor,
     test_x: &Tensor,
     cfg: &KnnConfig,
+) -> Result<Neighbours, EvalError> {
+    nearest_impl(train_x, test_x, cfg, true)
+}
+
+/// [`nearest_neighbours`], with the CPU kernel (`fused`) or the tensor
+/// path that other devices take (tested against each other on the CPU).
+fn nearest_impl(
+    train_x: &Tensor,
+    test_x: &Tensor,
+    cfg: &KnnConfig,
+    fused: bool,
 ) -> Result<Neighbours, EvalError> {
     for (t, what) in [
         (train_x, "k-NN train features"),
@@ -164,9 +177,42 @@ pub fn nearest_neighbours(
         } else {
             (normalize_rows(&train), None)
         };
+        let n_test = test.size()[0];
+        if fused && train.device() == tch::Device::Cpu {
+            // OpenBLAS blocks with a fused top-k scan (`knn_cpu`).
+            let flat = |t: &Tensor| Vec::<f32>::try_from(&t.contiguous().view([-1]));
+            let d = train.size()[1] as usize;
+            let test_rows = if euclid {
+                test.shallow_clone()
+            } else {
+                normalize_rows(&test)
+            };
+            let bias = match &train_sq {
+                Some(sq) => flat(sq)?,
+                None => vec![0.0; n_train as usize],
+            };
+            let (idx, keys) = crate::knn_cpu::k_best(
+                &flat(&train)?,
+                &flat(&test_rows)?,
+                &bias,
+                d,
+                cfg.k as usize,
+                if euclid { -2.0 } else { -1.0 },
+                cfg.train_block as usize,
+            )?;
+            let keys = Tensor::from_slice(&keys).view([n_test, cfg.k]);
+            let values = if euclid {
+                (keys + test.square().sum_dim_intlist(1, true, Kind::Float)).clamp_min(0.0)
+            } else {
+                -keys
+            };
+            return Ok(Neighbours {
+                indices: Tensor::from_slice(&idx).view([n_test, cfg.k]),
+                values,
+            });
+        }
         let mut all_idx = Vec::new();
         let mut all_val = Vec::new();
-        let n_test = test.size()[0];
         let mut r0 = 0;
         while r0 < n_test {
             let rows = cfg.test_block.min(n_test - r0);
@@ -322,4 +368,43 @@ fn merge_sorted(k1: &Tensor, i1: &Tensor, k2: &Tensor, i2: &Tensor, k: i64) -> (
         v.narrow(1, 0, kk),
         idx.gather(1, &order, false).narrow(1, 0, kk),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The CPU kernel and the tensor path (what CUDA runs) find the same
+    /// neighbours in the same order, ties included (integer features make
+    /// many exact ties), for both metrics and blocks smaller than the data.
+    #[test]
+    fn cpu_kernel_and_tensor_path_agree() {
+        tch::manual_seed(5);
+        let train = Tensor::randint(3, [300, 7], (Kind::Float, tch::Device::Cpu));
+        let test = Tensor::randint(3, [70, 7], (Kind::Float, tch::Device::Cpu));
+        for metric in [
+            KnnMetric::Euclidean,
+            KnnMetric::WeightedCosine { temperature: 0.1 },
+        ] {
+            for (test_block, train_block) in [(1024, 32768), (16, 40)] {
+                let cfg = KnnConfig {
+                    k: 6,
+                    metric,
+                    test_block,
+                    train_block,
+                };
+                let a = nearest_impl(&train, &test, &cfg, true).unwrap();
+                let b = nearest_impl(&train, &test, &cfg, false).unwrap();
+                let diff = (&a.values - &b.values).abs().max().double_value(&[]);
+                assert!(diff < 1e-5, "{metric:?}: values differ by {diff}");
+                if matches!(metric, KnnMetric::Euclidean) {
+                    // Integer data: exact keys, so the order is fully fixed.
+                    assert!(
+                        a.indices.equal(&b.indices),
+                        "{metric:?} blocks {test_block}/{train_block}: indices differ"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -29,6 +29,7 @@ pub mod error;
 pub mod features;
 pub mod imagenet_linear;
 pub mod knn;
+mod knn_cpu;
 pub mod linear_classifier;
 pub mod linear_probe;
 pub mod optim;
