@@ -129,6 +129,27 @@ fn softmax_grad(row: &mut [f32], label: usize, scale: f32) {
     }
 }
 
+/// [`softmax_grad`] for each row of a tile's logits (rows `stride` apart,
+/// `classes` real classes each); rows past the tile's live ones (a short
+/// last tile) get `g = 0`.
+#[inline(always)]
+fn tile_softmax_grad(
+    logits: &mut [f32],
+    stride: usize,
+    classes: usize,
+    labels: &[i64],
+    tile: &[usize],
+    scale: f32,
+) {
+    for (r, row) in logits.chunks_mut(stride).enumerate() {
+        let row = &mut row[..classes];
+        match tile.get(r) {
+            Some(&i) => softmax_grad(row, labels[i] as usize, scale),
+            None => row.fill(0.0),
+        }
+    }
+}
+
 /// The x86-64 kernel in AVX2 + FMA intrinsics, 8 lanes of f32.
 ///
 /// Per tile of [`RT`] rows: the logits in register blocks of 4 rows × 2
@@ -138,7 +159,7 @@ fn softmax_grad(row: &mut [f32], label: usize, scale: f32) {
 /// in registers (one load and one store of the gradient per 8 FMAs).
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::{softmax_grad, ProbeData, Shape};
+    use super::{tile_softmax_grad, ProbeData, Shape};
     use std::arch::x86_64::*;
 
     /// Rows per tile.
@@ -210,14 +231,7 @@ mod avx2 {
                     }
                 }
             }
-            for r in 0..RT {
-                let row = &mut logits[r * classes..(r + 1) * classes];
-                if r < live {
-                    softmax_grad(row, data.y[tile[r]] as usize, scale);
-                } else {
-                    row.fill(0.0);
-                }
-            }
+            tile_softmax_grad(&mut logits, classes, classes, data.y, tile, scale);
             for c in 0..classes {
                 let gr: [f32; RT] = std::array::from_fn(|r| logits[r * classes + c]);
                 let gv: [__m256; RT] = std::array::from_fn(|r| _mm256_set1_ps(gr[r]));
@@ -303,14 +317,7 @@ fn accumulate_generic<const L: usize, const FMA: bool>(
             }
         }
         // Softmax over the real classes, then g = (p − onehot)·scale in place.
-        for r in 0..R {
-            let row = &mut logits[r * cp..r * cp + classes];
-            if r < live {
-                softmax_grad(row, data.y[tile[r]] as usize, scale);
-            } else {
-                row.fill(0.0);
-            }
-        }
+        tile_softmax_grad(&mut logits, cp, classes, data.y, tile, scale);
         // ∂L/∂θ_c += Σ_r g[r][c] x_r (and the bias column += Σ_r g[r][c]).
         for c in 0..classes {
             let gr: [f32; R] = std::array::from_fn(|r| logits[r * cp + c]);
