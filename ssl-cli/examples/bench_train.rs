@@ -59,6 +59,9 @@ fn median(mut ts: Vec<f64>) -> f64 {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the `ssl` binary does (may re-execute this program).
+    let tuning = whitening_core::process::tune_process();
+    println!("ours | process: {tuning} | - | -");
     let args: Vec<String> = std::env::args().collect();
     if let Some(n) = flag_value(&args, "--threads")? {
         tch::set_num_threads(n.parse().map_err(|e| format!("--threads {n}: {e}"))?);

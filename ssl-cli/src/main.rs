@@ -72,7 +72,9 @@ enum ConfigCmd {
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    // First: this may re-execute the program (see whitening_core::process).
+    let tuning = whitening_core::process::tune_process();
+    match run(Cli::parse(), &tuning) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // The whole context chain, one cause per line; no backtrace noise.
@@ -85,10 +87,10 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, tuning: &whitening_core::process::ProcessTuning) -> Result<()> {
     match cli.command {
         Cmd::Info => {
-            device::print_info();
+            device::print_info(tuning);
             Ok(())
         }
         Cmd::Analyze(args) => analyze::run(&args),

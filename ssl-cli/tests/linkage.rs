@@ -72,3 +72,42 @@ fn cuda_library_is_needed_when_libtorch_has_cuda() {
         eprintln!("CPU-only libtorch at {LIBTORCH_LIB}: nothing to force in");
     }
 }
+
+/// `ssl` re-executes itself once with `OMP_WAIT_POLICY=PASSIVE` (see
+/// `whitening_core::process`), keeping its arguments; a policy the user
+/// set is left alone.
+#[test]
+fn the_binary_sets_the_openmp_wait_policy_unless_the_user_did() {
+    let info = |policy: Option<&str>| {
+        let mut cmd = Command::new(SSL);
+        cmd.arg("info").env_remove("WHITENING_SSL_REEXECUTED");
+        match policy {
+            Some(p) => cmd.env("OMP_WAIT_POLICY", p),
+            None => cmd.env_remove("OMP_WAIT_POLICY"),
+        };
+        let out = cmd.output().expect("start ssl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let default = info(None);
+    assert!(
+        default.contains("cpu runtime: OMP_WAIT_POLICY=PASSIVE"),
+        "{default}"
+    );
+    assert!(
+        default.contains("cuda available:"),
+        "arguments lost: {default}"
+    );
+    let own = info(Some("active"));
+    assert!(own.contains("cpu runtime: OMP_WAIT_POLICY=active"), "{own}");
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        assert!(
+            default.contains("keeps up to 1 GiB of freed memory"),
+            "{default}"
+        );
+    }
+}

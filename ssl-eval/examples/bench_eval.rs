@@ -13,6 +13,9 @@ use ssl_eval::{knn_evaluate, linear_probe, Features, KnnConfig, LinearProbeConfi
 use tch::{Device, Kind, Tensor};
 
 fn main() -> Result<()> {
+    // As the `ssl` binary does (may re-execute this program).
+    let tuning = whitening_core::process::tune_process();
+    println!("ours | process: {tuning} | - | -");
     let (mut threads, mut epochs) = (2i32, 500usize);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

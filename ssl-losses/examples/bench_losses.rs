@@ -50,12 +50,15 @@ fn flag_value<'a>(args: &'a [String], flag: &str) -> Result<Option<&'a str>, Str
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // As the `ssl` binary does (may re-execute this program).
+    let tuning = whitening_core::process::tune_process();
     let args: Vec<String> = std::env::args().collect();
     if let Some(n) = flag_value(&args, "--threads")? {
         let n: i32 = n.parse().map_err(|e| format!("--threads {n}: {e}"))?;
         tch::set_num_threads(n);
     }
 
+    println!("ours | process: {tuning} | - | -");
     println!(
         "ours | libtorch, {} threads | - | -",
         tch::get_num_threads()

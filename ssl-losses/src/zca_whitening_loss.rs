@@ -15,20 +15,27 @@
 //! ∂L/∂A = G Φ + 2κ A ∂L/∂Σ
 //! ```
 //!
-//! then back through the centring and the gather. The sub-batch split and
-//! the group partition are one flat index into `H` (each entry of `H`
-//! lands in exactly one group of one matrix), so each way is one
-//! `index_select` and one `scatter`. `F` in this form has no `1/(λ_i − λ_j)`, so close
-//! eigenvalues cost no precision (autograd's eigh backward divides by the
-//! gaps), and the whole backward is six batched matrix products: no
-//! autograd graph through the decomposition is recorded.
+//! then back through the centring and the gather. `F` in this form has
+//! no `1/(λ_i − λ_j)`, so close eigenvalues cost no precision (autograd's
+//! eigh backward divides by the gaps), and the whole backward is six
+//! batched matrix products: no autograd graph through the decomposition
+//! is recorded.
 //!
-//! On the CPU the `n·g` matrices are split into one chunk per core and
-//! each chunk's forward (covariance, `eigh`, `Φ`, `Â`) and backward run on
-//! a thread of their own with libtorch single-threaded: batched `eigh`
-//! decomposes its matrices one after another, so this split is what puts
-//! the second core to work, and no OpenMP team waits on a descheduled
-//! member.
+//! Layout: the sub-batch split is one row gather of the flattened
+//! `[views·m, d]` input and the group partition one channel gather per
+//! sub-batch matrix (an index of `d` entries broadcast over its rows);
+//! the way back is the inverse channel gather and one row gather by the
+//! inverse order.
+//!
+//! On the CPU the `n = views·m/w` sub-batch matrices are split into one
+//! contiguous range per core, and each range's gather, centring,
+//! covariance, decomposition, `Φ`, `Â` (and later its backward) run on a
+//! thread of their own with libtorch single-threaded: no OpenMP team to
+//! synchronise, and the decomposition, which LAPACK runs one matrix at a
+//! time, uses every core. In `f32` the decomposition is whitening-core's
+//! own [`whitening_core::symmetric_eigen`] (2–2.5× faster than MKL's
+//! `ssyevd` at these sizes on the machines measured), in `f64` and on
+//! other devices libtorch's `linalg_eigh`.
 //!
 //! The loss returned carries this gradient through the surrogate
 //! `(H·∂L/∂H).sum() + sg(L − (H·∂L/∂H).sum())`, whose value is `L` and
@@ -64,60 +71,194 @@ pub(crate) fn zca_loss_and_grad<R: Rng + ?Sized>(
     let (views, m, d) = (h.size()[0], h.size()[1], h.size()[2]);
     let order = random_sub_batches(m, w_size, rng)?;
     cfg.validate(w_size, d)?;
-    let (w, n, g) = (w_size, views * (m / w_size), cfg.groups);
+    let (w, n) = (w_size, views * (m / w_size));
     let perms = if cfg.random_partition {
         random_group_partition(n, d, rng)
     } else {
         Tensor::arange(d, (Kind::Int64, Device::Cpu))
             .unsqueeze(0)
             .expand([n, d], false)
+            .contiguous()
     };
-    let index = grouped_index(&order, &perms, cfg.axis, views, m, w, d, g).to_device(device);
-    let flat_index = index.reshape([-1]);
-    let gather = |t: &Tensor| t.reshape([-1]).index_select(0, &flat_index).view_as(&index);
-    let scatter = |t: &Tensor| {
-        h.zeros_like()
-            .reshape([-1])
-            .scatter(0, &flat_index, &t.reshape([-1]))
-            .view_as(&h)
+    // Row `i·w + j` of the layout is example `order[s·w + j]` of view `v`
+    // for sub-batch matrix `i = v·(m/w) + s`; `rows` maps it into the
+    // flattened `[views·m, d]` input and `inverse` maps back.
+    let rows: Vec<i64> = (0..views)
+        .flat_map(|v| order.iter().map(move |&r| v * m + r))
+        .collect();
+    let mut inverse = vec![0i64; rows.len()];
+    for (i, &r) in rows.iter().enumerate() {
+        inverse[r as usize] = i as i64;
+    }
+    let inverse = Tensor::from_slice(&inverse).to_device(device);
+    let layout = Layout {
+        axis: cfg.axis,
+        w,
+        d,
+        g: cfg.groups,
     };
-
-    // One gather takes every sub-batch × view × group straight out of `h`
-    // (rows by the sub-batch order, channels by the group partition);
-    // centring commutes with the channel permutation.
-    let centre_dims: &[i64] = match cfg.axis {
-        WhiteningAxis::Batch => &[2],
-        WhiteningAxis::Channel => &[1, 2],
-    };
-    let raw = gather(&h); // [n, g, ·, ·]
-    let a = (&raw - raw.mean_dim(centre_dims, true, None)).view([
-        n * g,
-        index.size()[2],
-        index.size()[3],
-    ]);
+    // The `n` sub-batch matrices (each `g` whitened groups) are
+    // independent until the pair loss: on the CPU they are split into one
+    // contiguous range per core, each gathered, whitened and (later)
+    // differentiated by its own thread with libtorch single-threaded
+    // (see `on_threads`).
+    let parts = cpu_parts(device, n);
+    let chunks: Vec<Chunk> = split_even(n, parts)
+        .map(|(start, len)| {
+            let range = (start * w) as usize..((start + len) * w) as usize;
+            let perm = perms.narrow(0, start, len);
+            let inverse_perm = perm.argsort(-1, false);
+            // Row indices into the chunk's `[len·d, ·]` channel-major view.
+            let offsets = Tensor::arange(len, (Kind::Int64, Device::Cpu)).unsqueeze(1) * d;
+            Chunk {
+                rows: Tensor::from_slice(&rows[range]).to_device(device),
+                channel_rows: (&perm + &offsets).view([-1]).to_device(device),
+                inverse_channel_rows: (&inverse_perm + &offsets).view([-1]).to_device(device),
+                perm: perm.to_device(device),
+                inverse_perm: inverse_perm.to_device(device),
+            }
+        })
+        .collect();
+    let h2 = h.view([views * m, d]);
     let (samples, _) = cfg.samples_and_vars(w, d);
     let denom = samples as f64 - cfg.minus;
     let eps = cfg.eps;
-    // The n·g matrices are independent until the pair loss: on the CPU
-    // they are split into one contiguous chunk per core, each run by its
-    // own thread with libtorch single-threaded (see `on_threads`).
-    let parts = cpu_parts(device, a.size()[0]);
-    let forwards = on_threads(a.chunk(parts, 0), |a| forward(a, denom, eps));
+    // Tensors are `Send` but not `Sync`: each job owns its chunk and a
+    // shallow clone of the (read-only) input.
+    let jobs: Vec<(Chunk, Tensor)> = chunks
+        .into_iter()
+        .map(|c| (c, h2.shallow_clone()))
+        .collect();
+    let forwards = on_threads(jobs, |(c, x)| {
+        let a = layout.centre(&layout.gather(&x, &c));
+        let f = forward(a, denom, eps)?;
+        let out_rows = layout.scatter(&f.out, &c);
+        Ok::<_, LossError>((f, c, out_rows))
+    });
     let forwards = forwards.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let out = Tensor::cat(&forwards.iter().map(|f| &f.out).collect::<Vec<_>>(), 0);
-    let z = scatter(&out);
+    let z = Tensor::cat(&forwards.iter().map(|f| &f.2).collect::<Vec<_>>(), 0)
+        .index_select(0, &inverse)
+        .view_as(&h);
 
     let (loss, g_z) = pairwise_view_loss_and_grad(&z, normalized, want_grad);
     let Some(g_z) = g_z else {
         return Ok((loss, None));
     };
-    let g_out = gather(&g_z).view_as(&a);
+    let g_z2 = g_z.view([views * m, d]);
     let kappa = (1.0 - eps) / denom;
-    let jobs: Vec<(Forward, Tensor)> = forwards.into_iter().zip(g_out.chunk(parts, 0)).collect();
-    let g_a = on_threads(jobs, |(f, g_out)| backward(&f, &g_out, kappa));
-    let g_a = Tensor::cat(&g_a, 0).view_as(&index);
-    let g_raw = &g_a - g_a.mean_dim(centre_dims, true, None);
-    Ok((loss, Some(scatter(&g_raw))))
+    let jobs: Vec<(Forward, Chunk, Tensor)> = forwards
+        .into_iter()
+        .map(|(f, c, _)| (f, c, g_z2.shallow_clone()))
+        .collect();
+    let g_rows = on_threads(jobs, |(f, c, g_z)| {
+        let g_out = layout.gather(&g_z, &c);
+        let g_a = layout.centre(&backward(&f, &g_out, kappa));
+        layout.scatter(&g_a, &c)
+    });
+    let g_h = Tensor::cat(&g_rows, 0)
+        .index_select(0, &inverse)
+        .view_as(&h);
+    Ok((loss, Some(g_h)))
+}
+
+/// One thread's share of the sub-batch matrices: the input rows of its
+/// matrices (`w` per matrix, in layout order) and each matrix's channel
+/// permutation `[len, d]` with its inverse.
+struct Chunk {
+    rows: Tensor,
+    perm: Tensor,
+    inverse_perm: Tensor,
+    /// `i·d + perm[i][t]` for matrix `i` of the chunk and channel `t`:
+    /// the channel permutation as a row gather of a `[len·d, w]` view.
+    channel_rows: Tensor,
+    inverse_channel_rows: Tensor,
+}
+
+/// Where the whitened groups of a `[w, d]` sub-batch matrix live.
+#[derive(Clone, Copy)]
+struct Layout {
+    axis: WhiteningAxis,
+    w: i64,
+    d: i64,
+    g: i64,
+}
+
+impl Layout {
+    /// The chunk's groups, `[len·g, c, w]` (CW: samples are channels) or
+    /// `[len·g, w, c]` (BW), taken from the flattened `[views·m, d]`
+    /// tensor `x`: its rows by the sub-batch order, its channels by each
+    /// matrix's partition.
+    fn gather(&self, x: &Tensor, chunk: &Chunk) -> Tensor {
+        let len = chunk.perm.size()[0];
+        let (w, d, g) = (self.w, self.d, self.g);
+        let x = x.index_select(0, &chunk.rows).view([len, w, d]);
+        match self.axis {
+            // Channel-major `[len·d, w]`: the partition is a row gather
+            // that lands directly in the `[len, g, c, w]` layout.
+            WhiteningAxis::Channel => x
+                .transpose(1, 2)
+                .contiguous()
+                .view([len * d, w])
+                .index_select(0, &chunk.channel_rows)
+                .view([len * g, d / g, w]),
+            WhiteningAxis::Batch => {
+                let index = chunk.perm.unsqueeze(1).expand([len, w, d], false);
+                x.gather(2, &index, false)
+                    .view([len, w, g, d / g])
+                    .permute([0, 2, 1, 3])
+                    .contiguous()
+                    .view([len * g, w, d / g])
+            }
+        }
+    }
+
+    /// The inverse of [`Layout::gather`]: `[len·w, d]` rows in layout order
+    /// with the channels back in place.
+    fn scatter(&self, t: &Tensor, chunk: &Chunk) -> Tensor {
+        let len = chunk.perm.size()[0];
+        let (w, d, g) = (self.w, self.d, self.g);
+        match self.axis {
+            WhiteningAxis::Channel => t
+                .view([len * d, w])
+                .index_select(0, &chunk.inverse_channel_rows)
+                .view([len, d, w])
+                .transpose(1, 2)
+                .reshape([len * w, d]),
+            WhiteningAxis::Batch => {
+                let t = t
+                    .view([len, g, w, d / g])
+                    .permute([0, 2, 1, 3])
+                    .reshape([len, w, d]);
+                let index = chunk.inverse_perm.unsqueeze(1).expand([len, w, d], false);
+                t.gather(2, &index, false).view([len * w, d])
+            }
+        }
+    }
+
+    /// Centring of the gathered groups, and of their gradient (the
+    /// centring is a projection, so its backward is itself): CW centres
+    /// each example over all `d` channels (the published code's and the
+    /// peer's choice; SPEC §2's per-group centring differs — see
+    /// `whitening_core::whiten`), BW each channel over the sub-batch.
+    fn centre(&self, t: &Tensor) -> Tensor {
+        match self.axis {
+            WhiteningAxis::Channel => {
+                let (g, w) = (self.g, self.w);
+                let v = t.view([-1, g, self.d / g, w]);
+                (&v - v.mean_dim(&[1i64, 2][..], true, None)).view_as(t)
+            }
+            WhiteningAxis::Batch => t - t.mean_dim(&[1i64][..], true, None),
+        }
+    }
+}
+
+/// `0..n` in `parts` contiguous `(start, len)` ranges of near-equal size.
+fn split_even(n: i64, parts: i64) -> impl Iterator<Item = (i64, i64)> {
+    let parts = parts.clamp(1, n.max(1));
+    (0..parts).map(move |p| {
+        let start = n * p / parts;
+        (start, n * (p + 1) / parts - start)
+    })
 }
 
 /// What the backward of one chunk of matrices keeps from its forward.
@@ -133,7 +274,7 @@ struct Forward {
 /// `a: [b, s, v]` of centred matrices.
 fn forward(a: Tensor, denom: f64, eps: f64) -> Result<Forward, LossError> {
     let cov = covariance_of_centred(&a, denom, eps);
-    let (lambda, u) = cov.f_linalg_eigh("L")?;
+    let (lambda, u) = whitening_core::symmetric_eigen::eigh(&cov)?;
     ensure_positive(&lambda)?;
     let sqrt_l = lambda.sqrt();
     let phi = (&u * sqrt_l.reciprocal().unsqueeze(-2)).matmul(&u.transpose(-1, -2));
@@ -158,7 +299,7 @@ fn backward(f: &Forward, g_out: &Tensor, kappa: f64) -> Tensor {
     let g_cov =
         f.u.matmul(&(ut.matmul(&b_sym).matmul(&f.u) * factor))
             .matmul(&ut);
-    g_out.matmul(&f.phi) + f.a.matmul(&g_cov) * (2.0 * kappa)
+    g_out.matmul(&f.phi).baddbmm(&f.a, &g_cov, 1.0, 2.0 * kappa)
 }
 
 /// How many chunks to split `b` independent matrices into: one per core
@@ -198,33 +339,6 @@ fn on_threads<I: Send, T: Send>(inputs: Vec<I>, f: impl Fn(I) -> T + Sync) -> Ve
         );
         out
     })
-}
-
-/// Flat indices into `h: [views, m, d]` of every whitened group, shaped
-/// `[n, g, c, w]` (CW: samples are channels) or `[n, g, w, c]` (BW), with
-/// matrix `n = v·(m/w) + s` for view `v` and sub-batch `s`.
-#[allow(clippy::too_many_arguments)]
-fn grouped_index(
-    order: &[i64],
-    perms: &Tensor,
-    axis: WhiteningAxis,
-    views: i64,
-    m: i64,
-    w: i64,
-    d: i64,
-    g: i64,
-) -> Tensor {
-    let k = m / w;
-    let rows: Vec<i64> = (0..views)
-        .flat_map(|v| order.iter().map(move |&r| (v * m + r) * d))
-        .collect();
-    let rows = Tensor::from_slice(&rows).view([views * k, 1, w]); // [n, 1, w]
-    let c = d / g;
-    let perms = perms.view([views * k, g, c]);
-    match axis {
-        WhiteningAxis::Channel => perms.unsqueeze(-1) + rows.unsqueeze(-2), // [n, g, c, w]
-        WhiteningAxis::Batch => perms.unsqueeze(-2) + rows.unsqueeze(-1),   // [n, g, w, c]
-    }
 }
 
 /// The smallest eigenvalue must be positive and the largest finite, or

@@ -127,3 +127,66 @@ fn the_callers_thread_count_is_restored() {
     assert!(bad.loss(&h, 0, &mut rng).is_err());
     assert_eq!(tch::get_num_threads(), 2);
 }
+
+/// On the CPU in `f32` the loss decomposes its covariances with
+/// whitening-core's own eigensolver (`symmetric_eigen`), in `f64` with
+/// libtorch's LAPACK. The same draws in both precisions must give the
+/// same loss and gradient to `f32` accuracy: the loss to 1e-5 relative,
+/// the gradient to 1e-3 of its largest entry (the covariances here have
+/// condition numbers of ~10–100, so ε_f32·κ ≈ 1e-5 per matrix, amplified
+/// by the products of the backward). Shapes where the matrices do not
+/// split evenly over the worker threads (3 sub-batch matrices) included.
+#[test]
+fn f32_with_the_own_eigensolver_matches_f64_with_lapack() {
+    let bw = WhiteningConfig {
+        random_partition: true,
+        ..WhiteningConfig::new(WhiteningAxis::Batch, WhiteningKind::Zca).with_groups(2)
+    };
+    let cases = [
+        (
+            "cw-rgp 4 views",
+            WhiteningLoss::whitened(WhiteningConfig::cw_rgp(4), 16),
+            [4, 64, 256],
+        ),
+        (
+            "cw-rgp 3 matrices",
+            WhiteningLoss::whitened(WhiteningConfig::cw_rgp(2), 32),
+            [3, 32, 128],
+        ),
+        (
+            "cw-gp plain mse",
+            WhiteningLoss::whitened(
+                WhiteningConfig::new(WhiteningAxis::Channel, WhiteningKind::Zca).with_groups(2),
+                16,
+            )
+            .with_normalized(false),
+            [2, 64, 128],
+        ),
+        (
+            "bw zca, random groups",
+            WhiteningLoss::whitened(bw, 64),
+            [2, 128, 32],
+        ),
+    ];
+    for (name, loss, shape) in cases {
+        tch::manual_seed(4);
+        let h64 = Tensor::randn(shape, OPTS).set_requires_grad(true);
+        let h32 = h64.detach().to_kind(Kind::Float).set_requires_grad(true);
+        let l64 = loss_at(&loss, &h64, 9);
+        let l32 = loss_at(&loss, &h32, 9);
+        l64.backward();
+        l32.backward();
+        let (v64, v32) = (l64.double_value(&[]), l32.double_value(&[]));
+        assert!(
+            (v64 - v32).abs() <= 1e-5 * v64.abs(),
+            "{name}: loss f32 {v32} vs f64 {v64}"
+        );
+        let (g64, g32) = (h64.grad(), h32.grad().to_kind(Kind::Double));
+        let scale = g64.abs().max().double_value(&[]);
+        let diff = (&g64 - &g32).abs().max().double_value(&[]);
+        assert!(
+            diff <= 1e-3 * scale,
+            "{name}: gradient differs by {diff:e} (largest entry {scale:e})"
+        );
+    }
+}

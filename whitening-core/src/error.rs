@@ -40,6 +40,13 @@ pub enum WhiteningError {
         max_eig: f64,
     },
 
+    /// The eigen-decomposition of a covariance failed.
+    #[error(
+        "eigen-decomposition of a covariance failed: {0}; check the embeddings for NaN/inf (a \
+         diverging run), or set a shrinkage eps > 0 (e.g. 1e-4)"
+    )]
+    Decomposition(String),
+
     /// The input tensor has the wrong rank or dtype.
     #[error("bad input: {0}")]
     BadInput(String),

@@ -28,13 +28,16 @@ pub mod diagnostics;
 pub mod error;
 pub mod group_partition;
 pub mod oracle;
+pub mod process;
 pub mod running_stats;
+pub mod symmetric_eigen;
 pub mod whitening;
 
 pub use config::{WhiteningAxis, WhiteningConfig, WhiteningKind};
 pub use error::WhiteningError;
 pub use group_partition::{random_group_partition, random_sub_batches};
 pub use running_stats::BatchWhiteningRunningStats;
+pub use symmetric_eigen::eigh_rows_f32;
 pub use whitening::{
     covariance_of_centred, whiten, whiten_sub_batches, whiten_with_permutations, whitening_matrix,
 };
