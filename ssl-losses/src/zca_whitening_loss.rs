@@ -22,20 +22,24 @@
 //! is recorded.
 //!
 //! Layout: the sub-batch split is one row gather of the flattened
-//! `[views·m, d]` input and the group partition one channel gather per
-//! sub-batch matrix (an index of `d` entries broadcast over its rows);
-//! the way back is the inverse channel gather and one row gather by the
-//! inverse order.
+//! `[views·m, d]` input and the group partition one row gather of each
+//! matrix's channel-major `[d, w]` transpose (CW; BW gathers channels
+//! with an index of `d` entries broadcast over the rows); the way back
+//! inverts both, and each gradient row is written once, in place.
 //!
-//! On the CPU the `n = views·m/w` sub-batch matrices are split into one
-//! contiguous range per core, and each range's gather, centring,
-//! covariance, decomposition, `Φ`, `Â` (and later its backward) run on a
-//! thread of their own with libtorch single-threaded: no OpenMP team to
-//! synchronise, and the decomposition, which LAPACK runs one matrix at a
-//! time, uses every core. In `f32` the decomposition is whitening-core's
-//! own [`whitening_core::symmetric_eigen`] (2–2.5× faster than MKL's
-//! `ssyevd` at these sizes on the machines measured), in `f64` and on
-//! other devices libtorch's `linalg_eigh`.
+//! On the CPU the `m/w` sub-batches are split into one contiguous range
+//! per core, all views of a sub-batch in the same range. The pair loss
+//! couples only the views of one example, so each range is a complete
+//! job: its gather, centring, covariances, decompositions, `Φ`, `Â`, its
+//! rows' share of the loss and of `∂L/∂Â`, and its backward run on a
+//! thread of its own with libtorch single-threaded, with nothing serial
+//! in between: no OpenMP team to synchronise, and the decomposition,
+//! which LAPACK runs one matrix at a time, uses every core. With fewer
+//! sub-batches than cores (`w = m`) the spare cores stay idle. In `f32`
+//! the decomposition is whitening-core's own
+//! [`whitening_core::symmetric_eigen`] (2–2.5× faster than MKL's `ssyevd`
+//! at these sizes on the machines measured), in `f64` and on other
+//! devices libtorch's `linalg_eigh`.
 //!
 //! The loss returned carries this gradient through the surrogate
 //! `(H·∂L/∂H).sum() + sg(L − (H·∂L/∂H).sum())`, whose value is `L` and
@@ -71,7 +75,8 @@ pub(crate) fn zca_loss_and_grad<R: Rng + ?Sized>(
     let (views, m, d) = (h.size()[0], h.size()[1], h.size()[2]);
     let order = random_sub_batches(m, w_size, rng)?;
     cfg.validate(w_size, d)?;
-    let (w, n) = (w_size, views * (m / w_size));
+    let (w, k) = (w_size, m / w_size);
+    let n = views * k;
     let perms = if cfg.random_partition {
         random_group_partition(n, d, rng)
     } else {
@@ -80,98 +85,121 @@ pub(crate) fn zca_loss_and_grad<R: Rng + ?Sized>(
             .expand([n, d], false)
             .contiguous()
     };
-    // Row `i·w + j` of the layout is example `order[s·w + j]` of view `v`
-    // for sub-batch matrix `i = v·(m/w) + s`; `rows` maps it into the
-    // flattened `[views·m, d]` input and `inverse` maps back.
-    let rows: Vec<i64> = (0..views)
-        .flat_map(|v| order.iter().map(move |&r| v * m + r))
-        .collect();
-    let mut inverse = vec![0i64; rows.len()];
-    for (i, &r) in rows.iter().enumerate() {
-        inverse[r as usize] = i as i64;
-    }
-    let inverse = Tensor::from_slice(&inverse).to_device(device);
     let layout = Layout {
         axis: cfg.axis,
         w,
         d,
         g: cfg.groups,
     };
-    // The `n` sub-batch matrices (each `g` whitened groups) are
-    // independent until the pair loss: on the CPU they are split into one
-    // contiguous range per core, each gathered, whitened and (later)
-    // differentiated by its own thread with libtorch single-threaded
-    // (see `on_threads`).
-    let parts = cpu_parts(device, n);
-    let chunks: Vec<Chunk> = split_even(n, parts)
-        .map(|(start, len)| {
-            let range = (start * w) as usize..((start + len) * w) as usize;
-            let perm = perms.narrow(0, start, len);
-            let inverse_perm = perm.argsort(-1, false);
-            // Row indices into the chunk's `[len·d, ·]` channel-major view.
-            let offsets = Tensor::arange(len, (Kind::Int64, Device::Cpu)).unsqueeze(1) * d;
-            Chunk {
-                rows: Tensor::from_slice(&rows[range]).to_device(device),
-                channel_rows: (&perm + &offsets).view([-1]).to_device(device),
-                inverse_channel_rows: (&inverse_perm + &offsets).view([-1]).to_device(device),
-                perm: perm.to_device(device),
-                inverse_perm: inverse_perm.to_device(device),
-            }
-        })
+    // The pair loss couples the views of an example and nothing else, so
+    // a range of sub-batches with all their views is a self-contained
+    // job: gather, whiten, its rows' share of the loss and gradient,
+    // backward. On the CPU the `k` sub-batches are split into one range
+    // per core, each run by its own thread with libtorch single-threaded
+    // (see `on_threads`); each writes its rows of the gradient in place.
+    let parts = cpu_parts(device, k);
+    let jobs: Vec<Chunk> = split_even(k, parts)
+        .map(|(s0, len_s)| Chunk::new(&order, &perms, views, m, k, w, d, s0, len_s, device))
         .collect();
-    let h2 = h.view([views * m, d]);
     let (samples, _) = cfg.samples_and_vars(w, d);
     let denom = samples as f64 - cfg.minus;
     let eps = cfg.eps;
-    // Tensors are `Send` but not `Sync`: each job owns its chunk and a
-    // shallow clone of the (read-only) input.
-    let jobs: Vec<(Chunk, Tensor)> = chunks
-        .into_iter()
-        .map(|c| (c, h2.shallow_clone()))
-        .collect();
-    let forwards = on_threads(jobs, |(c, x)| {
-        let a = layout.centre(&layout.gather(&x, &c));
-        let f = forward(a, denom, eps)?;
-        let out_rows = layout.scatter(&f.out, &c);
-        Ok::<_, LossError>((f, c, out_rows))
-    });
-    let forwards = forwards.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let z = Tensor::cat(&forwards.iter().map(|f| &f.2).collect::<Vec<_>>(), 0)
-        .index_select(0, &inverse)
-        .view_as(&h);
-
-    let (loss, g_z) = pairwise_view_loss_and_grad(&z, normalized, want_grad);
-    let Some(g_z) = g_z else {
-        return Ok((loss, None));
-    };
-    let g_z2 = g_z.view([views * m, d]);
     let kappa = (1.0 - eps) / denom;
-    let jobs: Vec<(Forward, Chunk, Tensor)> = forwards
+    let h2 = h.view([views * m, d]);
+    let g_h = want_grad.then(|| h2.empty_like());
+    // Tensors are `Send` but not `Sync`: each job owns its chunk and
+    // shallow clones of the (read-only) input and of the gradient, whose
+    // rows the chunks partition.
+    let jobs: Vec<(Chunk, Tensor, Option<Tensor>)> = jobs
         .into_iter()
-        .map(|(f, c, _)| (f, c, g_z2.shallow_clone()))
+        .map(|c| {
+            (
+                c,
+                h2.shallow_clone(),
+                g_h.as_ref().map(Tensor::shallow_clone),
+            )
+        })
         .collect();
-    let g_rows = on_threads(jobs, |(f, c, g_z)| {
-        let g_out = layout.gather(&g_z, &c);
-        let g_a = layout.centre(&backward(&f, &g_out, kappa));
-        layout.scatter(&g_a, &c)
+    let losses = on_threads(jobs, |(c, x, g_h)| {
+        let a = layout.centre(&layout.grouped(&x.index_select(0, &c.rows), &c));
+        let f = forward(a, denom, eps)?;
+        let z = layout.ungrouped(&f.out, &c).view([views, -1, d]);
+        // This chunk's rows' share of the loss (a mean over rows).
+        let share = z.size()[1] as f64 / m as f64;
+        let (loss, g_z) = pairwise_view_loss_and_grad(&z, normalized, want_grad);
+        if let (Some(g_z), Some(mut g_h)) = (g_z, g_h) {
+            let g_out = layout.grouped(&(g_z.view([-1, d]) * share), &c);
+            let g_a = layout.centre(&backward(&f, &g_out, kappa));
+            let _ = g_h.index_copy_(0, &c.rows, &layout.ungrouped(&g_a, &c));
+        }
+        Ok::<_, LossError>(loss * share)
     });
-    let g_h = Tensor::cat(&g_rows, 0)
-        .index_select(0, &inverse)
-        .view_as(&h);
-    Ok((loss, Some(g_h)))
+    let mut total: Option<Tensor> = None;
+    for l in losses {
+        let l = l?;
+        total = Some(match total {
+            None => l,
+            Some(t) => t + l,
+        });
+    }
+    let loss = total.expect("at least one chunk");
+    Ok((loss, g_h.map(|g| g.view_as(&h))))
 }
 
-/// One thread's share of the sub-batch matrices: the input rows of its
-/// matrices (`w` per matrix, in layout order) and each matrix's channel
-/// permutation `[len, d]` with its inverse.
+/// One thread's share: sub-batches `s0..s0 + len_s` in every view, as
+/// `len = views·len_s` matrices ordered view-major (matrix `v·len_s + t`
+/// is sub-batch `s0 + t` of view `v`), so that its rows, `w` per matrix,
+/// read as `[views, len_s·w, d]` with the same example in each view.
 struct Chunk {
+    /// The input rows of the chunk's matrices in layout order, as indices
+    /// into the flattened `[views·m, d]` input.
     rows: Tensor,
+    /// Each matrix's channel permutation `[len, d]` and its inverse.
     perm: Tensor,
     inverse_perm: Tensor,
     /// `i·d + perm[i][t]` for matrix `i` of the chunk and channel `t`:
     /// the channel permutation as a row gather of a `[len·d, w]` view.
     channel_rows: Tensor,
     inverse_channel_rows: Tensor,
+}
+
+impl Chunk {
+    /// `perms` is `[views·k, d]`, one row per sub-batch matrix `v·k + s`.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        order: &[i64],
+        perms: &Tensor,
+        views: i64,
+        m: i64,
+        k: i64,
+        w: i64,
+        d: i64,
+        s0: i64,
+        len_s: i64,
+        device: Device,
+    ) -> Self {
+        let rows: Vec<i64> = (0..views)
+            .flat_map(|v| {
+                order[(s0 * w) as usize..((s0 + len_s) * w) as usize]
+                    .iter()
+                    .map(move |&r| v * m + r)
+            })
+            .collect();
+        let matrices: Vec<i64> = (0..views)
+            .flat_map(|v| (s0..s0 + len_s).map(move |s| v * k + s))
+            .collect();
+        let perm = perms.index_select(0, &Tensor::from_slice(&matrices));
+        let inverse_perm = perm.argsort(-1, false);
+        let len = views * len_s;
+        let offsets = Tensor::arange(len, (Kind::Int64, Device::Cpu)).unsqueeze(1) * d;
+        Chunk {
+            rows: Tensor::from_slice(&rows).to_device(device),
+            channel_rows: (&perm + &offsets).view([-1]).to_device(device),
+            inverse_channel_rows: (&inverse_perm + &offsets).view([-1]).to_device(device),
+            perm: perm.to_device(device),
+            inverse_perm: inverse_perm.to_device(device),
+        }
+    }
 }
 
 /// Where the whitened groups of a `[w, d]` sub-batch matrix live.
@@ -185,13 +213,12 @@ struct Layout {
 
 impl Layout {
     /// The chunk's groups, `[len·g, c, w]` (CW: samples are channels) or
-    /// `[len·g, w, c]` (BW), taken from the flattened `[views·m, d]`
-    /// tensor `x`: its rows by the sub-batch order, its channels by each
-    /// matrix's partition.
-    fn gather(&self, x: &Tensor, chunk: &Chunk) -> Tensor {
+    /// `[len·g, w, c]` (BW), from its rows `x: [len·w, d]` in layout
+    /// order: the channels of each matrix by its partition.
+    fn grouped(&self, x: &Tensor, chunk: &Chunk) -> Tensor {
         let len = chunk.perm.size()[0];
         let (w, d, g) = (self.w, self.d, self.g);
-        let x = x.index_select(0, &chunk.rows).view([len, w, d]);
+        let x = x.view([len, w, d]);
         match self.axis {
             // Channel-major `[len·d, w]`: the partition is a row gather
             // that lands directly in the `[len, g, c, w]` layout.
@@ -212,9 +239,9 @@ impl Layout {
         }
     }
 
-    /// The inverse of [`Layout::gather`]: `[len·w, d]` rows in layout order
-    /// with the channels back in place.
-    fn scatter(&self, t: &Tensor, chunk: &Chunk) -> Tensor {
+    /// The inverse of [`Layout::grouped`]: `[len·w, d]` rows in layout
+    /// order with the channels back in place.
+    fn ungrouped(&self, t: &Tensor, chunk: &Chunk) -> Tensor {
         let len = chunk.perm.size()[0];
         let (w, d, g) = (self.w, self.d, self.g);
         match self.axis {
@@ -302,7 +329,7 @@ fn backward(f: &Forward, g_out: &Tensor, kappa: f64) -> Tensor {
     g_out.matmul(&f.phi).baddbmm(&f.a, &g_cov, 1.0, 2.0 * kappa)
 }
 
-/// How many chunks to split `b` independent matrices into: one per core
+/// How many chunks to split `b` independent jobs into: one per core
 /// (at most 8) on the CPU, one on other devices (their kernels are
 /// already parallel).
 fn cpu_parts(device: Device, b: i64) -> i64 {
