@@ -100,6 +100,24 @@ fn reexecute_with(vars: &[(&str, &str)]) {
 #[cfg(not(unix))]
 fn reexecute_with(_vars: &[(&str, &str)]) {}
 
+/// The opposite of [`tune_process`]'s memory setting, for measuring peak
+/// memory: every allocation of 64 KiB or more gets its own mapping and
+/// goes back to the kernel when freed, so the resident set follows the
+/// live allocations. Returns whether glibc accepted it.
+pub fn return_freed_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: as in `retain_freed_memory`; 64 KiB is within range.
+        #[allow(unsafe_code)]
+        unsafe {
+            glibc::mallopt(glibc::M_MMAP_THRESHOLD, 64 << 10) == 1
+                && glibc::mallopt(glibc::M_TRIM_THRESHOLD, 64 << 10) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    false
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn retain_freed_memory() -> bool {
     // SAFETY: mallopt only changes allocator parameters; both values are
