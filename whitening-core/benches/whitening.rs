@@ -1,7 +1,8 @@
 //! Criterion bench of the whitening alone (forward + backward) at the
 //! three shapes of the peer baseline (`torch_baseline.py loss`):
 //! CW, 4 random groups, w_size 64 on `[4, 256, 512]` and `[2, 256, 512]`;
-//! BW Cholesky, w_size 128 on `[4, 256, 64]`.
+//! BW Cholesky, w_size 128 on `[4, 256, 64]`. Then the eigensolver alone
+//! against libtorch's (`bench_eigh`).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use rand::SeedableRng;
@@ -49,5 +50,21 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// The decomposition the ZCA loss runs: 64 covariances of 64 variables
+/// (CW-RGP 4's `views · m/w · g`), whitening-core's eigensolver against
+/// libtorch's LAPACK `eigh`, both on one thread.
+fn bench_eigh(c: &mut Criterion) {
+    tch::set_num_threads(1);
+    let a = Tensor::randn([64, 128, 64], (Kind::Float, Device::Cpu));
+    let cov = a.transpose(1, 2).matmul(&a) / 127.0;
+    let mut group = c.benchmark_group("eigh 64 x [64, 64] f32, one thread");
+    group.sample_size(20);
+    group.bench_function("whitening-core symmetric_eigen", |b| {
+        b.iter(|| whitening_core::symmetric_eigen::eigh(&cov).expect("eigh"))
+    });
+    group.bench_function("libtorch linalg_eigh", |b| b.iter(|| cov.linalg_eigh("L")));
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_eigh);
 criterion_main!(benches);
