@@ -15,7 +15,8 @@
 //! ∂L/∂A = G Φ + 2κ A ∂L/∂Σ
 //! ```
 //!
-//! then back through the centring and the gather. `F` in this form has
+//! then back through the centring and the gather. Both are
+//! whitening-core's [`whitening_core::zca_closed_form`]. `F` in this form has
 //! no `1/(λ_i − λ_j)`, so close eigenvalues cost no precision (autograd's
 //! eigh backward divides by the gaps), and the whole backward is six
 //! batched matrix products: no autograd graph through the decomposition
@@ -49,8 +50,7 @@
 use rand::Rng;
 use tch::{Device, Kind, Tensor};
 use whitening_core::{
-    covariance_of_centred, random_group_partition, random_sub_batches, WhiteningAxis,
-    WhiteningConfig, WhiteningError,
+    random_group_partition, random_sub_batches, zca_whiten_centred, WhiteningAxis, WhiteningConfig,
 };
 
 use crate::single_threaded::SingleThreadedScope;
@@ -104,7 +104,6 @@ pub(crate) fn zca_loss_and_grad<R: Rng + ?Sized>(
     let (samples, _) = cfg.samples_and_vars(w, d);
     let denom = samples as f64 - cfg.minus;
     let eps = cfg.eps;
-    let kappa = (1.0 - eps) / denom;
     let h2 = h.view([views * m, d]);
     let g_h = want_grad.then(|| h2.empty_like());
     // Tensors are `Send` but not `Sync`: each job owns its chunk and
@@ -122,14 +121,14 @@ pub(crate) fn zca_loss_and_grad<R: Rng + ?Sized>(
         .collect();
     let losses = on_threads(jobs, |(c, x, g_h)| {
         let a = layout.centre(&layout.grouped(&x.index_select(0, &c.rows), &c));
-        let f = forward(a, denom, eps)?;
+        let f = zca_whiten_centred(a, denom, eps)?;
         let z = layout.ungrouped(&f.out, &c).view([views, -1, d]);
         // This chunk's rows' share of the loss (a mean over rows).
         let share = z.size()[1] as f64 / m as f64;
         let (loss, g_z) = pairwise_view_loss_and_grad(&z, normalized, want_grad);
         if let (Some(g_z), Some(mut g_h)) = (g_z, g_h) {
             let g_out = layout.grouped(&(g_z.view([-1, d]) * share), &c);
-            let g_a = layout.centre(&backward(&f, &g_out, kappa));
+            let g_a = layout.centre(&f.backward(&g_out));
             let _ = g_h.index_copy_(0, &c.rows, &layout.ungrouped(&g_a, &c));
         }
         Ok::<_, LossError>(loss * share)
@@ -288,47 +287,6 @@ fn split_even(n: i64, parts: i64) -> impl Iterator<Item = (i64, i64)> {
     })
 }
 
-/// What the backward of one chunk of matrices keeps from its forward.
-struct Forward {
-    a: Tensor,
-    u: Tensor,
-    sqrt_l: Tensor,
-    phi: Tensor,
-    out: Tensor,
-}
-
-/// `Σ = κ AᵀA + eps·I = U Λ Uᵀ`, `Φ = U Λ^{-1/2} Uᵀ`, `Â = A Φ` for a chunk
-/// `a: [b, s, v]` of centred matrices.
-fn forward(a: Tensor, denom: f64, eps: f64) -> Result<Forward, LossError> {
-    let cov = covariance_of_centred(&a, denom, eps);
-    let (lambda, u) = whitening_core::symmetric_eigen::eigh(&cov)?;
-    ensure_positive(&lambda)?;
-    let sqrt_l = lambda.sqrt();
-    let phi = (&u * sqrt_l.reciprocal().unsqueeze(-2)).matmul(&u.transpose(-1, -2));
-    let out = a.matmul(&phi);
-    Ok(Forward {
-        a,
-        u,
-        sqrt_l,
-        phi,
-        out,
-    })
-}
-
-/// `∂L/∂A = G Φ + 2κ A ∂L/∂Σ` for one chunk (the module doc's formula),
-/// with `g_out = G = ∂L/∂Â`.
-fn backward(f: &Forward, g_out: &Tensor, kappa: f64) -> Tensor {
-    let b = f.a.transpose(-1, -2).matmul(g_out);
-    let b_sym = (&b + b.transpose(-1, -2)) * 0.5;
-    let (si, sj) = (f.sqrt_l.unsqueeze(-1), f.sqrt_l.unsqueeze(-2));
-    let factor = -((&si * &sj) * (&si + &sj)).reciprocal();
-    let ut = f.u.transpose(-1, -2);
-    let g_cov =
-        f.u.matmul(&(ut.matmul(&b_sym).matmul(&f.u) * factor))
-            .matmul(&ut);
-    g_out.matmul(&f.phi).baddbmm(&f.a, &g_cov, 1.0, 2.0 * kappa)
-}
-
 /// How many chunks to split `b` independent jobs into: one per core
 /// (at most 8) on the CPU, one on other devices (their kernels are
 /// already parallel).
@@ -366,25 +324,6 @@ fn on_threads<I: Send, T: Send>(inputs: Vec<I>, f: impl Fn(I) -> T + Sync) -> Ve
         );
         out
     })
-}
-
-/// The smallest eigenvalue must be positive and the largest finite, or
-/// `Λ^{-1/2}` is not finite.
-fn ensure_positive(lambda: &Tensor) -> Result<(), LossError> {
-    let (min, max) = (
-        lambda.min().double_value(&[]),
-        lambda.max().double_value(&[]),
-    );
-    if min > 0.0 && max.is_finite() {
-        return Ok(());
-    }
-    Err(WhiteningError::NonFinite {
-        kind: "ZCA".into(),
-        condition: if min > 0.0 { max / min } else { f64::INFINITY },
-        min_eig: min,
-        max_eig: max,
-    }
-    .into())
 }
 
 /// `L` as a tensor whose gradient with respect to `h` is `grad`:

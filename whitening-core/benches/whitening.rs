@@ -2,9 +2,10 @@
 //! three shapes of the peer baseline (`torch_baseline.py loss`):
 //! CW, 4 random groups, w_size 64 on `[4, 256, 512]` and `[2, 256, 512]`;
 //! BW Cholesky, w_size 128 on `[4, 256, 64]`. Then the eigensolver alone
-//! against libtorch's (`bench_eigh`).
+//! against libtorch's (`bench_eigh`), and the closed-form ZCA forward +
+//! backward the losses run (`bench_closed_form`).
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, Criterion};
 use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 use whitening_core::{whiten_sub_batches, WhiteningConfig};
@@ -66,5 +67,54 @@ fn bench_eigh(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench, bench_eigh);
-criterion_main!(benches);
+/// The whitening the ZCA losses run: closed-form forward + backward
+/// (`zca_closed_form`) of CW-RGP 4's 64 grouped, centred matrices
+/// `[64, 128, 64]` (CW: 128 channels per group × 64 examples), on one
+/// thread and split into one chunk per core (libtorch single-threaded in
+/// each, as the loss does).
+fn bench_closed_form(c: &mut Criterion) {
+    tch::set_num_threads(1);
+    let x = Tensor::randn([64, 128, 64], (Kind::Float, Device::Cpu));
+    let a = &x - x.mean_dim(&[1i64][..], true, None);
+    let g = Tensor::randn([64, 128, 64], (Kind::Float, Device::Cpu));
+    let run = |a: Tensor, g: Tensor| {
+        let f = whitening_core::zca_whiten_centred(a, 127.0, 0.0).expect("whitening");
+        f.backward(&g)
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    let mut group = c.benchmark_group("ZCA closed form fwd+bwd, 64 x [128, 64] f32");
+    group.sample_size(20);
+    group.bench_function("one thread", |b| {
+        b.iter(|| run(a.shallow_clone(), g.shallow_clone()))
+    });
+    group.bench_function(format!("{cores} threads"), |b| {
+        b.iter(|| {
+            let jobs: Vec<(Tensor, Tensor)> = a
+                .chunk(cores, 0)
+                .into_iter()
+                .zip(g.chunk(cores, 0))
+                .collect();
+            std::thread::scope(|s| {
+                let handles: Vec<_> = jobs
+                    .into_iter()
+                    .map(|(a, g)| s.spawn(move || run(a, g)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("worker"))
+                    .collect::<Vec<_>>()
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, bench_eigh, bench_closed_form);
+/// `criterion_main!` with the process settings of the project's binaries
+/// first (`whitening_core::process`: OpenMP waits passively, glibc keeps
+/// freed memory), so the bench measures what `ssl` runs.
+fn main() {
+    whitening_core::process::tune_process();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -32,6 +32,7 @@ pub mod process;
 pub mod running_stats;
 pub mod symmetric_eigen;
 pub mod whitening;
+pub mod zca_closed_form;
 
 pub use config::{WhiteningAxis, WhiteningConfig, WhiteningKind};
 pub use error::WhiteningError;
@@ -41,3 +42,4 @@ pub use symmetric_eigen::eigh_rows_f32;
 pub use whitening::{
     covariance_of_centred, whiten, whiten_sub_batches, whiten_with_permutations, whitening_matrix,
 };
+pub use zca_closed_form::{zca_whiten_centred, ZcaWhitened};
