@@ -68,44 +68,47 @@ fn bench_eigh(c: &mut Criterion) {
 }
 
 /// The whitening the ZCA losses run: closed-form forward + backward
-/// (`zca_closed_form`) of CW-RGP 4's 64 grouped, centred matrices
-/// `[64, 128, 64]` (CW: 128 channels per group × 64 examples), on one
-/// thread and split into one chunk per core (libtorch single-threaded in
-/// each, as the loss does).
+/// (`zca_closed_form`) of the grouped, centred matrices of the peer's two
+/// CW cases — CW-RGP 4 `[4, 256, 512]` and CW-RGP 2 `[2, 256, 512]` with
+/// `w_size` 64 and 4 groups give 64 and 32 matrices of 128 channels × 64
+/// examples — on one thread and split into one chunk per core (libtorch
+/// single-threaded in each, as the loss does).
 fn bench_closed_form(c: &mut Criterion) {
     tch::set_num_threads(1);
-    let x = Tensor::randn([64, 128, 64], (Kind::Float, Device::Cpu));
-    let a = &x - x.mean_dim(&[1i64][..], true, None);
-    let g = Tensor::randn([64, 128, 64], (Kind::Float, Device::Cpu));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
     let run = |a: Tensor, g: Tensor| {
         let f = whitening_core::zca_whiten_centred(a, 127.0, 0.0).expect("whitening");
         f.backward(&g)
     };
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
-    let mut group = c.benchmark_group("ZCA closed form fwd+bwd, 64 x [128, 64] f32");
+    let mut group = c.benchmark_group("ZCA closed form fwd+bwd");
     group.sample_size(20);
-    group.bench_function("one thread", |b| {
-        b.iter(|| run(a.shallow_clone(), g.shallow_clone()))
-    });
-    group.bench_function(format!("{cores} threads"), |b| {
-        b.iter(|| {
-            let jobs: Vec<(Tensor, Tensor)> = a
-                .chunk(cores, 0)
-                .into_iter()
-                .zip(g.chunk(cores, 0))
-                .collect();
-            std::thread::scope(|s| {
-                let handles: Vec<_> = jobs
+    for (case, b) in [("CW-RGP 4 [4,256,512]", 64), ("CW-RGP 2 [2,256,512]", 32)] {
+        let x = Tensor::randn([b, 128, 64], (Kind::Float, Device::Cpu));
+        let a = &x - x.mean_dim(&[1i64][..], true, None);
+        let g = Tensor::randn([b, 128, 64], (Kind::Float, Device::Cpu));
+        group.bench_function(format!("{case}: {b} x [128, 64], one thread"), |bch| {
+            bch.iter(|| run(a.shallow_clone(), g.shallow_clone()))
+        });
+        group.bench_function(format!("{case}: {b} x [128, 64], {cores} threads"), |bch| {
+            bch.iter(|| {
+                let jobs: Vec<(Tensor, Tensor)> = a
+                    .chunk(cores, 0)
                     .into_iter()
-                    .map(|(a, g)| s.spawn(move || run(a, g)))
+                    .zip(g.chunk(cores, 0))
                     .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("worker"))
-                    .collect::<Vec<_>>()
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = jobs
+                        .into_iter()
+                        .map(|(a, g)| s.spawn(move || run(a, g)))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("worker"))
+                        .collect::<Vec<_>>()
+                })
             })
-        })
-    });
+        });
+    }
     group.finish();
 }
 
