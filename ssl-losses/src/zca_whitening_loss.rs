@@ -97,10 +97,6 @@ pub(crate) fn zca_loss_and_grad<R: Rng + ?Sized>(
     // backward. On the CPU the `k` sub-batches are split into one range
     // per core, each run by its own thread with libtorch single-threaded
     // (see `on_threads`); each writes its rows of the gradient in place.
-    let parts = cpu_parts(device, k);
-    let jobs: Vec<Chunk> = split_even(k, parts)
-        .map(|(s0, len_s)| Chunk::new(&order, &perms, views, m, k, w, d, s0, len_s, device))
-        .collect();
     let (samples, _) = cfg.samples_and_vars(w, d);
     let denom = samples as f64 - cfg.minus;
     let eps = cfg.eps;
@@ -109,11 +105,10 @@ pub(crate) fn zca_loss_and_grad<R: Rng + ?Sized>(
     // Tensors are `Send` but not `Sync`: each job owns its chunk and
     // shallow clones of the (read-only) input and of the gradient, whose
     // rows the chunks partition.
-    let jobs: Vec<(Chunk, Tensor, Option<Tensor>)> = jobs
-        .into_iter()
-        .map(|c| {
+    let jobs: Vec<(Chunk, Tensor, Option<Tensor>)> = split_even(k, cpu_parts(device, k))
+        .map(|(s0, len_s)| {
             (
-                c,
+                Chunk::new(&order, &perms, views, m, k, w, d, s0, len_s, device),
                 h2.shallow_clone(),
                 g_h.as_ref().map(Tensor::shallow_clone),
             )
@@ -133,15 +128,12 @@ pub(crate) fn zca_loss_and_grad<R: Rng + ?Sized>(
         }
         Ok::<_, LossError>(loss * share)
     });
-    let mut total: Option<Tensor> = None;
-    for l in losses {
-        let l = l?;
-        total = Some(match total {
-            None => l,
-            Some(t) => t + l,
-        });
-    }
-    let loss = total.expect("at least one chunk");
+    let loss = losses
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .reduce(|a, b| a + b)
+        .expect("at least one chunk");
     Ok((loss, g_h.map(|g| g.view_as(&h))))
 }
 

@@ -55,12 +55,7 @@ pub fn eigh_rows_f32(mats: &mut [f32], n: usize, values: &mut [f32]) -> Result<(
             "the matrix has a non-finite entry ({bad})"
         )));
     }
-    let mut e = vec![0f32; n];
-    let mut scratch = vec![0f32; n * n];
-    for (w, d) in mats.chunks_exact_mut(n * n).zip(values.chunks_exact_mut(n)) {
-        one(w, d, &mut e, &mut scratch, n)?;
-    }
-    Ok(())
+    batch(mats, values, n)
 }
 
 /// `torch.linalg.eigh` for a contiguous-or-not CPU `f32` batch
@@ -90,50 +85,36 @@ pub fn eigh(cov: &tch::Tensor) -> Result<(tch::Tensor, tch::Tensor), WhiteningEr
     Ok((lambda, u_rows.transpose(-1, -2)))
 }
 
-/// One matrix: the AVX2 build where the CPU has it, else the portable one
-/// (the same source; only the code generation differs).
-fn one(
-    w: &mut [f32],
-    d: &mut [f32],
-    e: &mut [f32],
-    scratch: &mut [f32],
-    n: usize,
-) -> Result<(), WhiteningError> {
+/// The whole batch: the AVX2 build where the CPU has it, else the
+/// portable one (the same source; only the code generation differs).
+fn batch(mats: &mut [f32], values: &mut [f32], n: usize) -> Result<(), WhiteningError> {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
-            // SAFETY: the CPU supports the features `one_avx2` is compiled for.
+            // SAFETY: the CPU supports the features `batch_avx2` is compiled for.
             #[allow(unsafe_code)]
-            return unsafe { one_avx2(w, d, e, scratch, n) };
+            return unsafe { batch_avx2(mats, values, n) };
         }
     }
-    one_portable(w, d, e, scratch, n)
+    batch_portable(mats, values, n)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn one_avx2(
-    w: &mut [f32],
-    d: &mut [f32],
-    e: &mut [f32],
-    scratch: &mut [f32],
-    n: usize,
-) -> Result<(), WhiteningError> {
-    one_portable(w, d, e, scratch, n)
+fn batch_avx2(mats: &mut [f32], values: &mut [f32], n: usize) -> Result<(), WhiteningError> {
+    batch_portable(mats, values, n)
 }
 
 #[inline(always)]
-fn one_portable(
-    w: &mut [f32],
-    d: &mut [f32],
-    e: &mut [f32],
-    scratch: &mut [f32],
-    n: usize,
-) -> Result<(), WhiteningError> {
-    tred2(w, d, e, n);
-    tql2(w, d, e, n)?;
-    sort_ascending(w, d, scratch, n);
+fn batch_portable(mats: &mut [f32], values: &mut [f32], n: usize) -> Result<(), WhiteningError> {
+    let mut e = vec![0f32; n];
+    let mut scratch = vec![0f32; n * n];
+    for (w, d) in mats.chunks_exact_mut(n * n).zip(values.chunks_exact_mut(n)) {
+        tred2(w, d, &mut e, n);
+        tql2(w, d, &mut e, n)?;
+        sort_ascending(w, d, &mut scratch, n);
+    }
     Ok(())
 }
 
