@@ -123,7 +123,12 @@ pub struct Neighbours {
 
 /// Finds the `cfg.k` nearest training rows of each test row, block by block
 /// (on the CPU by OpenBLAS blocks with a fused top-k scan, elsewhere by
-/// `addmm` + `topk` blocks; both rank the same keys the same way).
+/// `addmm` + `topk` blocks; both rank the same keys the same way). On an
+/// AVX2 CPU, from 2²² test × train pairs, an exact 7-bit integer prefilter
+/// with f64 re-ranking of its candidates replaces the sgemm blocks: it ranks
+/// the keys as exact arithmetic does, where the blocks rank their f32
+/// roundings, so the two can order near-ties (keys equal to ~1e-7
+/// relative) differently; exact ties go to the smaller index in both.
 ///
 /// Euclidean: ranks by `‖b‖² − 2a·b` (the per-test-row `‖a‖²` cannot change
 /// the order, so it is added to the k winners only) and returns
@@ -191,15 +196,19 @@ fn nearest_impl(
                 Some(sq) => flat(sq)?,
                 None => vec![0.0; n_train as usize],
             };
-            let (idx, keys) = crate::knn_cpu::k_best(
-                &flat(&train)?,
-                &flat(&test_rows)?,
-                &bias,
-                d,
-                cfg.k as usize,
-                if euclid { -2.0 } else { -1.0 },
-                cfg.train_block as usize,
-            )?;
+            let (idx, keys) = with_f32_slice(&train, |train| {
+                with_f32_slice(&test_rows, |test| {
+                    crate::knn_cpu::k_best(
+                        train,
+                        test,
+                        &bias,
+                        d,
+                        cfg.k as usize,
+                        if euclid { -2.0 } else { -1.0 },
+                        cfg.train_block as usize,
+                    )
+                })
+            })?;
             let keys = Tensor::from_slice(&keys).view([n_test, cfg.k]);
             let values = if euclid {
                 (keys + test.square().sum_dim_intlist(1, true, Kind::Float)).clamp_min(0.0)
@@ -316,6 +325,23 @@ pub fn knn_evaluate(
     })
 }
 
+/// Runs `f` on the elements of `t`, a CPU f32 tensor, as one slice in
+/// row-major order, without copying them when `t` is contiguous.
+#[allow(unsafe_code)]
+fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> R {
+    let c = t.contiguous();
+    assert!(c.kind() == Kind::Float && c.device() == tch::Device::Cpu);
+    let n = c.numel();
+    if n == 0 {
+        return f(&[]);
+    }
+    // SAFETY: `c` is a contiguous CPU f32 tensor of `n` elements, alive
+    // until `f` returns; the k-NN only reads it (under `no_grad`, on tensors
+    // it made from its inputs), so nothing writes to it meanwhile.
+    let s = unsafe { std::slice::from_raw_parts(c.data_ptr() as *const f32, n) };
+    f(s)
+}
+
 /// `x / max(‖x‖₂, 1e-12)` row-wise (torch `F.normalize`).
 pub(crate) fn normalize_rows(x: &Tensor) -> Tensor {
     let norm = x
@@ -405,6 +431,29 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// A problem large enough for the CPU path's 7-bit prefilter
+    /// (`knn_quant`, from 2²² test × train pairs): its neighbours are the
+    /// tensor path's. Integer features keep every key exact in f32 too, and
+    /// make ties at the k-th place common.
+    #[test]
+    fn prefiltered_cpu_path_and_tensor_path_agree() {
+        tch::manual_seed(6);
+        let (n, q) = (16384, 256);
+        assert!(n * q >= crate::knn_quant::MIN_PAIRS);
+        let train = Tensor::randint(16, [n as i64, 64], (Kind::Float, tch::Device::Cpu));
+        let test = Tensor::randint(16, [q as i64, 64], (Kind::Float, tch::Device::Cpu));
+        for k in [1, 5, 20] {
+            let cfg = KnnConfig {
+                k,
+                ..KnnConfig::reference()
+            };
+            let a = nearest_impl(&train, &test, &cfg, true).unwrap();
+            let b = nearest_impl(&train, &test, &cfg, false).unwrap();
+            assert!(a.indices.equal(&b.indices), "k = {k}: indices differ");
+            assert!(a.values.equal(&b.values), "k = {k}: distances differ");
         }
     }
 }

@@ -1,6 +1,8 @@
-//! The CPU path of [`crate::knn::nearest_neighbours`]: OpenBLAS `sgemm`
-//! blocks, each followed at once by a per-row top-k scan, one test block
-//! per rayon task.
+//! The CPU path of [`crate::knn::nearest_neighbours`]: the exact integer
+//! prefilter of [`crate::knn_quant`] where it applies (AVX2, ≥ 2²² pairs),
+//! else OpenBLAS `sgemm` blocks, each followed at once by a per-row top-k
+//! scan, one test block per rayon task. The prefilter also hands the rows it
+//! cannot narrow down to the sgemm blocks.
 //!
 //! Why not libtorch's `addmm` + `topk`: on the AMD machines this project is
 //! measured on, OpenBLAS's sgemm runs the `[10 000 × 512]·[512 × 50 000]`
@@ -125,11 +127,32 @@ fn insert(keys: &mut [f32], idx: &mut [i64], key: f32, i: i64) {
 }
 
 /// The `k` best training rows of every test row: `(indices, keys)`, both
+/// `[q, k]` row-major, best first, by the exact 7-bit prefilter of
+/// [`crate::knn_quant`] where it applies (AVX2, a large problem), else by
+/// [`k_best_sgemm`]. Arguments as for [`k_best_sgemm`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn k_best(
+    train: &[f32],
+    test: &[f32],
+    bias: &[f32],
+    d: usize,
+    k: usize,
+    alpha: f32,
+    train_block: usize,
+) -> Result<(Vec<i64>, Vec<f32>), EvalError> {
+    let exact = |rows: &[f32]| k_best_sgemm(train, rows, bias, d, k, alpha, train_block);
+    match crate::knn_quant::k_best(train, test, bias, d, k, alpha, false, &exact) {
+        Some(found) => found.map(|(idx, keys, _)| (idx, keys)),
+        None => exact(test),
+    }
+}
+
+/// The `k` best training rows of every test row: `(indices, keys)`, both
 /// `[q, k]` row-major, best first. `train` is `[n, d]`, `test` `[q, d]`,
 /// both contiguous f32; `bias[j]` is added to the key of training row `j`
 /// (`‖b_j‖²`, or 0 for cosine) and `alpha` scales the products (−2, or −1).
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn k_best(
+pub(crate) fn k_best_sgemm(
     train: &[f32],
     test: &[f32],
     bias: &[f32],

@@ -30,6 +30,7 @@ pub mod features;
 pub mod imagenet_linear;
 pub mod knn;
 mod knn_cpu;
+mod knn_quant;
 pub mod linear_classifier;
 pub mod linear_probe;
 pub mod optim;
