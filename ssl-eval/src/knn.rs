@@ -124,7 +124,7 @@ pub struct Neighbours {
 /// Finds the `cfg.k` nearest training rows of each test row, block by block
 /// (on the CPU by OpenBLAS blocks with a fused top-k scan, elsewhere by
 /// `addmm` + `topk` blocks; both rank the same keys the same way). On an
-/// AVX2 CPU, from 2²² test × train pairs, an exact 7-bit integer prefilter
+/// AVX2 CPU, from 2²⁵ test × train pairs, an exact 7-bit integer prefilter
 /// with f64 re-ranking of its candidates replaces the sgemm blocks: it ranks
 /// the keys as exact arithmetic does, where the blocks rank their f32
 /// roundings, so the two can order near-ties (keys equal to ~1e-7
@@ -435,13 +435,13 @@ mod tests {
     }
 
     /// A problem large enough for the CPU path's 7-bit prefilter
-    /// (`knn_quant`, from 2²² test × train pairs): its neighbours are the
+    /// (`knn_quant`, from 2²⁵ test × train pairs): its neighbours are the
     /// tensor path's. Integer features keep every key exact in f32 too, and
     /// make ties at the k-th place common.
     #[test]
     fn prefiltered_cpu_path_and_tensor_path_agree() {
         tch::manual_seed(6);
-        let (n, q) = (16384, 256);
+        let (n, q) = (65536, 512);
         assert!(n * q >= crate::knn_quant::MIN_PAIRS);
         let train = Tensor::randint(16, [n as i64, 64], (Kind::Float, tch::Device::Cpu));
         let test = Tensor::randint(16, [q as i64, 64], (Kind::Float, tch::Device::Cpu));

@@ -1,5 +1,5 @@
 //! The CPU path of [`crate::knn::nearest_neighbours`]: the exact integer
-//! prefilter of [`crate::knn_quant`] where it applies (AVX2, ≥ 2²² pairs),
+//! prefilter of [`crate::knn_quant`] where it applies (AVX2, ≥ 2²⁵ pairs),
 //! else OpenBLAS `sgemm` blocks, each followed at once by a per-row top-k
 //! scan, one test block per rayon task. The prefilter also hands the rows it
 //! cannot narrow down to the sgemm blocks.
