@@ -198,15 +198,15 @@ fn nearest_impl(
             };
             let (idx, keys) = with_f32_slice(&train, |train| {
                 with_f32_slice(&test_rows, |test| {
-                    crate::knn_cpu::k_best(
+                    let problem = crate::knn_cpu::Problem {
                         train,
                         test,
-                        &bias,
+                        bias: &bias,
                         d,
-                        cfg.k as usize,
-                        if euclid { -2.0 } else { -1.0 },
-                        cfg.train_block as usize,
-                    )
+                        k: cfg.k as usize,
+                        alpha: if euclid { -2.0 } else { -1.0 },
+                    };
+                    crate::knn_cpu::k_best(&problem, cfg.train_block as usize)
                 })
             })?;
             let keys = Tensor::from_slice(&keys).view([n_test, cfg.k]);

@@ -126,41 +126,50 @@ fn insert(keys: &mut [f32], idx: &mut [i64], key: f32, i: i64) {
     idx[p] = i;
 }
 
+/// One CPU ranking problem: the `k` training rows with the smallest keys
+/// `bias[j] + alpha·(a·b_j)` for every test row `a`. `train` is `[n, d]`,
+/// `test` `[q, d]`, both contiguous f32; `bias[j]` is `‖b_j‖²` (Euclidean)
+/// or 0 (cosine, rows pre-normalised) and `alpha` −2 or −1.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Problem<'a> {
+    pub train: &'a [f32],
+    pub test: &'a [f32],
+    pub bias: &'a [f32],
+    pub d: usize,
+    pub k: usize,
+    pub alpha: f32,
+}
+
 /// The `k` best training rows of every test row: `(indices, keys)`, both
 /// `[q, k]` row-major, best first, by the exact 7-bit prefilter of
 /// [`crate::knn_quant`] where it applies (AVX2, a large problem), else by
-/// [`k_best_sgemm`]. Arguments as for [`k_best_sgemm`].
-#[allow(clippy::too_many_arguments)]
+/// [`k_best_sgemm`].
 pub(crate) fn k_best(
-    train: &[f32],
-    test: &[f32],
-    bias: &[f32],
-    d: usize,
-    k: usize,
-    alpha: f32,
+    p: &Problem<'_>,
     train_block: usize,
 ) -> Result<(Vec<i64>, Vec<f32>), EvalError> {
-    let exact = |rows: &[f32]| k_best_sgemm(train, rows, bias, d, k, alpha, train_block);
-    match crate::knn_quant::k_best(train, test, bias, d, k, alpha, false, &exact) {
+    let exact = |rows: &[f32]| k_best_sgemm(&Problem { test: rows, ..*p }, train_block);
+    match crate::knn_quant::k_best(p, false, &exact) {
         Some(found) => found.map(|(idx, keys, _)| (idx, keys)),
-        None => exact(test),
+        None => exact(p.test),
     }
 }
 
 /// The `k` best training rows of every test row: `(indices, keys)`, both
-/// `[q, k]` row-major, best first. `train` is `[n, d]`, `test` `[q, d]`,
-/// both contiguous f32; `bias[j]` is added to the key of training row `j`
-/// (`‖b_j‖²`, or 0 for cosine) and `alpha` scales the products (−2, or −1).
-#[allow(clippy::too_many_arguments)]
+/// `[q, k]` row-major, best first, by OpenBLAS blocks of `train_block`
+/// training rows (at most 4096).
 pub(crate) fn k_best_sgemm(
-    train: &[f32],
-    test: &[f32],
-    bias: &[f32],
-    d: usize,
-    k: usize,
-    alpha: f32,
+    p: &Problem<'_>,
     train_block: usize,
 ) -> Result<(Vec<i64>, Vec<f32>), EvalError> {
+    let Problem {
+        train,
+        test,
+        bias,
+        d,
+        k,
+        alpha,
+    } = *p;
     let (n, q) = (train.len() / d.max(1), test.len() / d.max(1));
     assert!(k >= 1 && k <= n && bias.len() == n);
     let cols = train_block.clamp(k, BLOCK_COLS).min(n);

@@ -49,6 +49,8 @@
 
 use rayon::prelude::*;
 
+use crate::knn_cpu::Problem;
+
 /// Largest quantised magnitude: 7-bit signed levels.
 const LEVELS: f32 = 63.0;
 /// Offset that makes a test row's levels unsigned (`vpmaddubsw`'s first operand).
@@ -277,21 +279,23 @@ impl Row {
     }
 }
 
-/// The k best training rows of every test row, as [`crate::knn_cpu::k_best`]
-/// (same arguments and output), or `None` when the prefilter does not
+/// The k best training rows of every test row of `p`, as
+/// [`crate::knn_cpu::k_best`] finds them, or `None` when the prefilter does not
 /// apply (no AVX2, a small problem unless `force`, non-finite data, `d`
 /// too large). Rows the prefilter gives up on are finished by `exact`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn k_best(
-    train: &[f32],
-    test: &[f32],
-    bias: &[f32],
-    d: usize,
-    k: usize,
-    alpha: f32,
+    p: &Problem<'_>,
     force: bool,
     exact: &ExactPath<'_>,
 ) -> Option<Result<Found, crate::EvalError>> {
+    let Problem {
+        train,
+        test,
+        bias,
+        d,
+        k,
+        ..
+    } = *p;
     #[cfg(target_arch = "x86_64")]
     {
         if !(std::arch::is_x86_feature_detected!("avx2")
@@ -309,25 +313,35 @@ pub(crate) fn k_best(
         if !(finite(train) && finite(test) && finite(bias)) {
             return None;
         }
-        Some(run(train, test, bias, d, k, alpha, exact))
+        Some(run(p, exact))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (train, test, bias, d, k, alpha, force, exact);
+        let _ = (train, test, bias, d, k, force, exact);
         None
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-fn run(
-    train: &[f32],
-    test: &[f32],
-    bias: &[f32],
-    d: usize,
-    k: usize,
-    alpha: f32,
-    exact: &ExactPath<'_>,
-) -> Result<Found, crate::EvalError> {
+fn run(p: &Problem<'_>, exact: &ExactPath<'_>) -> Result<Found, crate::EvalError> {
+    let Problem {
+        train,
+        test,
+        bias,
+        d,
+        k,
+        alpha,
+    } = *p;
+    // Every row by the exact path, when the prefilter cannot help.
+    let all_exact = || -> Result<Found, crate::EvalError> {
+        let (idx, keys) = exact(test)?;
+        let stats = PrefilterStats {
+            ranked: 0,
+            fallback: test.len() / d,
+            mean_candidates: 0.0,
+        };
+        Ok((idx, keys, stats))
+    };
     let (n, q) = (train.len() / d, test.len() / d);
     let kpad = padded(d);
     let rows_padded = q.div_ceil(ROWS) * ROWS;
@@ -346,13 +360,7 @@ fn run(
     let a_norm_max = aq.norm_q.iter().fold(0f64, |m, &v| m.max(v));
     if alpha_abs * a_norm_max * b_norm_max + bias_max > 1e36 {
         // Approximate keys could overflow f32: all rows take the exact path.
-        let (idx, keys) = exact(test)?;
-        let stats = PrefilterStats {
-            ranked: 0,
-            fallback: q,
-            mean_candidates: 0.0,
-        };
-        return Ok((idx, keys, stats));
+        return all_exact();
     }
     // Per test row: α·s_a and the per-pair bound δ (module comment) as
     // c1·‖b̃‖ + c2·‖e_b‖, inflated past the f32 rounding of δ itself, plus a
@@ -421,13 +429,7 @@ fn run(
             .flatten()
             .collect();
         if g == 0 && 2 * cands.iter().filter(|c| c.is_none()).count() > cands.len() {
-            let (idx, keys) = exact(test)?;
-            let stats = PrefilterStats {
-                ranked: 0,
-                fallback: q,
-                mean_candidates: 0.0,
-            };
-            return Ok((idx, keys, stats));
+            return all_exact();
         }
 
         // 2. Each candidate's key in f32 from the features, the pairs
@@ -901,6 +903,24 @@ mod tests {
         out
     }
 
+    fn problem<'a>(
+        train: &'a [f32],
+        test: &'a [f32],
+        bias: &'a [f32],
+        d: usize,
+        k: usize,
+        alpha: f32,
+    ) -> Problem<'a> {
+        Problem {
+            train,
+            test,
+            bias,
+            d,
+            k,
+            alpha,
+        }
+    }
+
     fn no_exact(_: &[f32]) -> Result<(Vec<i64>, Vec<f32>), crate::EvalError> {
         panic!("no row should need the exact path here")
     }
@@ -973,9 +993,10 @@ mod tests {
                         -2.0,
                     )
                 };
-                let (idx, keys, stats) = k_best(&train, &test, &bias, d, k, alpha, true, &no_exact)
-                    .unwrap()
-                    .unwrap();
+                let (idx, keys, stats) =
+                    k_best(&problem(&train, &test, &bias, d, k, alpha), true, &no_exact)
+                        .unwrap()
+                        .unwrap();
                 let want = brute(&train, &test, &bias, d, k, alpha);
                 assert_eq!(idx, want, "case {case} cosine {cosine}");
                 assert_eq!(stats.ranked, q);
@@ -1015,7 +1036,7 @@ mod tests {
                 vec![0.0; rows.len() / d * k],
             ))
         };
-        let (idx, _, stats) = k_best(&train, &test, &bias, d, k, -2.0, true, &exact)
+        let (idx, _, stats) = k_best(&problem(&train, &test, &bias, d, k, -2.0), true, &exact)
             .unwrap()
             .unwrap();
         assert_eq!((stats.fallback, stats.ranked, calls.get()), (q, 0, 1));
@@ -1049,7 +1070,7 @@ mod tests {
             let idx = brute(&train, rows, &bias, d, k, -2.0);
             Ok((idx, vec![0.0; rows.len() / d * k]))
         };
-        let (idx, _, stats) = k_best(&train, &test, &bias, d, k, -2.0, true, &exact)
+        let (idx, _, stats) = k_best(&problem(&train, &test, &bias, d, k, -2.0), true, &exact)
             .unwrap()
             .unwrap();
         assert_eq!(stats.fallback, 1, "{stats:?}");
