@@ -1,7 +1,11 @@
-//! Channels-last memory layout and bf16 mixed precision, for CUDA.
+//! Channels-last memory layout (CPU and CUDA) and bf16 mixed precision (CUDA).
 //!
-//! Both are throughput options of the GPU: on the CPU they are skipped and
-//! the returned [`AccelerationStatus`] says so, for the caller to log.
+//! Channels-last helps on both devices: cuDNN's tensor-core kernels and
+//! oneDNN's NHWC CPU kernels prefer it. On the 2-core AMD development CPU,
+//! ResNet-18's CIFAR convolutions at batch 64 ran forward 1.1–1.8× faster
+//! NHWC (the stem 5×), backward about the same, and the CW-RGP train step
+//! 8–13% faster. bf16 is a GPU option: on the CPU it is skipped and the
+//! returned [`AccelerationStatus`] says so, for the caller to log.
 //! bf16 is done by the encoder itself ([`ResNet::set_conv_kind`]) rather
 //! than with `tch::autocast`, which can only switch on CUDA autocast with its
 //! default float16 (tch exposes no way to choose bfloat16).
@@ -15,7 +19,7 @@ use crate::resnet::ResNet;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Acceleration {
     /// Store convolution weights and inputs as NHWC (`channels_last`), which
-    /// cuDNN's tensor-core kernels prefer.
+    /// cuDNN's tensor-core kernels and oneDNN's CPU kernels prefer.
     pub channels_last: bool,
     /// Run the ResNet's convolutions in bfloat16 as
     /// `torch.autocast(dtype=torch.bfloat16)` does: weights kept in float32
@@ -36,28 +40,20 @@ pub struct AccelerationStatus {
 }
 
 impl Acceleration {
-    /// Applies the options to `encoder` (built in `vs`) when `vs` is on CUDA:
-    /// converts every 4-D float variable of `vs` to channels-last strides
-    /// (the values are unchanged) and sets the encoder's convolution kind to
-    /// bf16. On the CPU nothing changes and the notes say why.
+    /// Applies the options to `encoder` (built in `vs`): channels-last
+    /// converts every 4-D float variable of `vs` to NHWC strides (the values
+    /// are unchanged; see [`store_channels_last`]) on any device; bf16 sets
+    /// the encoder's convolution kind on CUDA and is skipped, with a note,
+    /// elsewhere.
     pub fn apply(&self, vs: &VarStore, encoder: &mut ResNet) -> AccelerationStatus {
         let device = vs.device();
         let cuda = matches!(device, Device::Cuda(_));
         let mut notes = Vec::new();
-        let channels_last = self.channels_last && cuda;
+        let channels_last = self.channels_last;
         if channels_last {
-            for (_, mut var) in vs.variables() {
-                if var.dim() == 4 && var.is_floating_point() {
-                    let nhwc = var.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
-                    tch::no_grad(|| var.set_data(&nhwc));
-                }
-            }
+            store_channels_last(vs);
             notes.push(format!(
                 "channels-last: convolution weights on {device:?} stored NHWC"
-            ));
-        } else if self.channels_last {
-            notes.push(format!(
-                "channels-last: skipped, the device is {device:?} (CUDA only)"
             ));
         }
         let bf16 = self.bf16 && cuda;
@@ -73,6 +69,18 @@ impl Acceleration {
             channels_last,
             bf16,
             notes,
+        }
+    }
+}
+
+/// Gives every 4-D floating-point variable of `vs` channels-last (NHWC)
+/// strides in place; values, names and shapes are unchanged, and so are
+/// checkpoints (they store values in NCHW order whatever the strides).
+pub fn store_channels_last(vs: &VarStore) {
+    for (_, mut var) in vs.variables() {
+        if var.dim() == 4 && var.is_floating_point() {
+            let nhwc = var.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+            tch::no_grad(|| var.set_data(&nhwc));
         }
     }
 }

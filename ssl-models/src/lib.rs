@@ -14,7 +14,7 @@
 //!   safetensors plus a JSON metadata file, verified by name and shape on load.
 //! - [`export`]: the encoder alone (torchvision names) and the Detectron2
 //!   backbone pickle (MoCo's key conversion) for the transfer experiments.
-//! - [`acceleration`]: channels-last and bf16 autocast on CUDA (reported
+//! - [`acceleration`]: channels-last (CPU and CUDA) and bf16 autocast on CUDA (reported
 //!   no-ops on the CPU).
 //!
 //! Architecture Invariant: no losses and no datasets; checkpoint and export
@@ -33,7 +33,7 @@ pub mod prototypes;
 pub mod resnet;
 mod tensor_file;
 
-pub use acceleration::{Acceleration, AccelerationStatus};
+pub use acceleration::{store_channels_last, Acceleration, AccelerationStatus};
 pub use batch_norm::{batch_norm, BatchNorm, BatchNormConfig};
 pub use checkpoint::{load_checkpoint, Checkpoint, CheckpointMetadata, RngState};
 pub use ema::{BufferUpdate, EmaTarget};

@@ -1,6 +1,7 @@
-//! Channels-last and bf16: reported no-ops on the CPU; the bf16 convolution
-//! path itself (which `Acceleration` switches on for CUDA) checked on the
-//! CPU against the float32 network.
+//! Channels-last on the CPU (NHWC strides, same values and outputs), bf16
+//! a reported no-op there; the bf16 convolution path itself (which
+//! `Acceleration` switches on for CUDA) checked on the CPU against the
+//! float32 network.
 
 mod common;
 
@@ -10,34 +11,52 @@ use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
 #[test]
-fn on_the_cpu_both_options_are_skipped_with_a_note_each() {
+fn on_the_cpu_channels_last_applies_and_bf16_is_skipped_with_a_note() {
     common::single_threaded();
+    tch::manual_seed(1);
     let vs = VarStore::new(Device::Cpu);
     let mut net = ResNet::new(
         &vs.root(),
         &ResNetConfig::new(Depth::ResNet18, Stem::Cifar).with_width(0.125),
     )
     .expect("net");
-    let before: Vec<Vec<i64>> = variables(&vs).values().map(|t| t.stride()).collect();
+    let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
+    let before = net.forward_t(&x, false);
+    let values: Vec<Tensor> = variables(&vs).values().map(|t| t.copy()).collect();
     let status = Acceleration {
         channels_last: true,
         bf16: true,
     }
     .apply(&vs, &mut net);
-    assert!(!status.channels_last && !status.bf16);
+    assert!(status.channels_last && !status.bf16);
     assert_eq!(status.notes.len(), 2, "{:?}", status.notes);
+    assert!(status.notes[0].contains("NHWC"), "{:?}", status.notes);
     assert!(
-        status
-            .notes
-            .iter()
-            .all(|n| n.contains("skipped") && n.contains("Cpu")),
+        status.notes[1].contains("skipped") && status.notes[1].contains("Cpu"),
         "{:?}",
         status.notes
     );
-    let after: Vec<Vec<i64>> = variables(&vs).values().map(|t| t.stride()).collect();
-    assert_eq!(before, after, "no layout change on the CPU");
-    let x = Tensor::randn([2, 3, 8, 8], (Kind::Float, Device::Cpu));
-    assert_eq!(status.prepare_input(&x).stride(), x.stride());
+    let mut converted = 0;
+    for (t, v) in variables(&vs).values().zip(&values) {
+        assert!(t.equal(v), "values unchanged");
+        // 3×3 weights (a 1×1's size-1 dims have no meaningful strides).
+        if t.dim() == 4 && t.size()[2] > 1 {
+            let c = t.size()[1];
+            assert_eq!(t.stride()[1], 1, "NHWC strides");
+            assert_eq!(t.stride()[3], c);
+            converted += 1;
+        }
+    }
+    assert!(converted >= 17, "every 3×3 convolution weight: {converted}");
+    let input = status.prepare_input(&x);
+    assert_eq!(input.stride()[1], 1);
+    // Same function: NHWC kernels sum in another order, so to rounding.
+    let after = net.forward_t(&input, false);
+    let diff = max_abs_diff(&after, &before);
+    assert!(
+        diff <= 1e-4 * max_abs(&before).max(1.0),
+        "outputs differ by {diff}"
+    );
     let off = Acceleration::default().apply(&vs, &mut net);
     assert!(off.notes.is_empty());
 }

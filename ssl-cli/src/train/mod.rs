@@ -334,6 +334,13 @@ pub fn train_observed(
 
     tch::manual_seed(cfg.run.seed as i64);
     let mut nets = Networks::new(cfg, device)?;
+    if dist::current().is_root() {
+        for note in &nets.acceleration.notes {
+            // One write per line (ranks' writes interleave under mpirun).
+            let line = format!("train | {note}\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        }
+    }
     let mut opt = Optimizer::new(
         optimizer_kind(cfg),
         cfg.optim.lr,

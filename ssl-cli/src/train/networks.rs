@@ -6,8 +6,8 @@
 use anyhow::{Context, Result};
 use ssl_losses::{Method, MethodOutputs};
 use ssl_models::{
-    BufferUpdate, Depth, EmaTarget, Mlp, ProjectionHeadConfig, Prototypes, ResNet, ResNetConfig,
-    Stem,
+    Acceleration, AccelerationStatus, BufferUpdate, Depth, EmaTarget, Mlp, ProjectionHeadConfig,
+    Prototypes, ResNet, ResNetConfig, Stem,
 };
 use tch::nn::{self, ModuleT, VarStore};
 use tch::{Device, Tensor};
@@ -30,6 +30,8 @@ pub struct Networks {
     pub predictor: Option<Mlp>,
     pub prototypes: Option<Prototypes>,
     pub target: Option<Target>,
+    /// What `run.channels_last` / `run.bf16` switched on, with notes to log.
+    pub acceleration: AccelerationStatus,
 }
 
 /// One step's outputs, each `[views, m, d]`.
@@ -111,12 +113,19 @@ impl Networks {
             .networks()
             .prototypes
             .map(|k| Prototypes::new(&(&root / "prototypes"), emb, k));
+        let accel = Acceleration {
+            channels_last: cfg.run.channels_last,
+            bf16: cfg.run.bf16,
+        };
+        let mut encoder = encoder;
+        let acceleration = accel.apply(&vs, &mut encoder);
         let target = if cfg.method.networks().ema_target {
-            let (ema, (encoder, head)) = EmaTarget::new(&vs, BufferUpdate::Copy, |p| {
+            let (ema, (mut encoder, head)) = EmaTarget::new(&vs, BufferUpdate::Copy, |p| {
                 encoder_and_head(p, cfg)
                     .map_err(|e| ssl_models::ModelError::Config(format!("{e:#}")))
             })
             .context("building the EMA target")?;
+            accel.apply(ema.var_store(), &mut encoder);
             Some(Target { ema, encoder, head })
         } else {
             None
@@ -128,6 +137,7 @@ impl Networks {
             predictor,
             prototypes,
             target,
+            acceleration,
         })
     }
 
