@@ -6,7 +6,9 @@
 //! (default 1, as the peer), on fixed random images (no data loader, as the
 //! peer). Prints `ours | <the peer's label> | images/s | bs / t`.
 //! `--breakdown` also prints the median milliseconds of the parts of a
-//! step (forward + loss, backward, optimiser update), for profiling.
+//! step (forward + loss, backward, optimiser update), for profiling;
+//! `--set KEY=VALUE` overrides a setting as `ssl train --set` does (e.g.
+//! `--set run.channels_last=false` for the NCHW layout).
 //!
 //! ```sh
 //! cargo run --release -p ssl-cli --example bench_train -- --threads 2
@@ -90,6 +92,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(
+        args.windows(2)
+            .filter(|w| w[0] == "--set")
+            .map(|w| w[1].clone()),
+    )
     .collect();
     let cfg = config::Config::resolve(None, &overrides)?;
     println!(

@@ -82,9 +82,10 @@ pub struct RunConfig {
     /// Log the loss every this many steps.
     pub log_every: usize,
     /// Store convolution weights channels-last (NHWC): faster kernels on
-    /// the CPU (oneDNN; ResNet-18 CW-RGP train step +8–13% on the 2-core
-    /// development machine) and on CUDA (cuDNN tensor cores). The values,
-    /// checkpoints and results are the same up to float rounding.
+    /// CUDA (cuDNN tensor cores) and in the CPU forward (oneDNN; on the
+    /// 2-core development machine the ResNet-18 CW-RGP forward took 15–30%
+    /// less time, the whole step 0–10% less, within that machine's noise).
+    /// Values, checkpoints and results are the same up to float rounding.
     #[serde(default = "default_true")]
     pub channels_last: bool,
     /// Run the encoder's convolutions in bfloat16 on CUDA (weights, BN and
