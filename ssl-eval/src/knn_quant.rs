@@ -491,9 +491,9 @@ fn run(p: &Problem<'_>, exact: &ExactPath<'_>) -> Result<Found, crate::EvalError
                 let mut sorted = r.to_vec();
                 let (_, &mut kth, _) = sorted.select_nth_unstable_by(k - 1, f32::total_cmp);
                 let a = &test[(g0 + i) * d..(g0 + i + 1) * d];
+                // |α|·‖a‖·max‖b‖ bounds |α·a·b|; γ of it, its f32 rounding.
                 let scale = alpha_abs * norm(a) * train_norm_max;
-                let eps =
-                    alpha_abs * gamma * norm(a) * train_norm_max + 2.0 * U * (scale + bias_max);
+                let eps = gamma * scale + 2.0 * U * (scale + bias_max);
                 let limit = kth as f64 + 2.0 * eps * (1.0 + 1e-6);
                 let mut exact_keys: Vec<(f64, u32)> = c
                     .iter()
