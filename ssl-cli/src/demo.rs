@@ -2,15 +2,14 @@
 //! synthetic dataset with a thin ResNet-18 on the CPU, a few minutes on 2
 //! cores. It evaluates the randomly initialised encoder, trains, evaluates
 //! the trained one with the same protocols (5-NN and the linear probe of
-//! SPEC §7), and prints both side by side.
+//! the paper §5), and prints both side by side.
 
 use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 use clap::Args;
 
-use crate::config::Config;
-use crate::train::{self, data::open_splits, networks::Networks};
+use ssl_train::{evaluate, open_splits, Networks};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -25,8 +24,8 @@ pub struct DemoArgs {
 pub fn run(args: &DemoArgs) -> Result<()> {
     let mut overrides = vec![format!("run.device={}", args.device)];
     overrides.extend(args.overrides.iter().cloned());
-    let cfg = Config::resolve(Some("synthetic/cw-rgp-demo"), &overrides)?;
-    let device = crate::device::parse_device(&cfg.run.device)?;
+    let cfg = crate::presets::resolve(Some("synthetic/cw-rgp-demo"), &overrides)?;
+    let device = ssl_train::parse_device(&cfg.run.device)?;
     println!(
         "demo | CW-RGP (g {}, 2 views) on synthetic 32x32 images, ResNet-18 x{} on {device:?}, {} epochs",
         match &cfg.method {
@@ -40,14 +39,14 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     tch::manual_seed(cfg.run.seed as i64);
     let random = Networks::new(&cfg, device)?;
     let splits = open_splits(&cfg)?;
-    let before = train::evaluate(&cfg, &random, &splits, device)?;
+    let before = evaluate(&cfg, &random, &splits, device)?.summary;
     drop(random);
     println!(
         "demo | random encoder: k-NN {:.2}%, linear {:.2}%",
         100.0 * before.knn_top1,
         100.0 * before.linear_top1.unwrap_or(f64::NAN)
     );
-    let outcome = train::train(&cfg, false, &AtomicBool::new(false))?;
+    let outcome = crate::train::train(&cfg, false, &AtomicBool::new(false), None, None)?;
     let after = outcome
         .last_eval
         .ok_or_else(|| anyhow::anyhow!("the demo run ended without a final evaluation"))?;

@@ -1,4 +1,4 @@
-//! `ssl eval RUN_OR_CHECKPOINT`: the paper's protocols (SPEC §7) on a
+//! `ssl eval RUN_OR_CHECKPOINT`: the paper's protocols (docs/reference.md §7) on a
 //! trained run, restored with the configuration it was trained with.
 //!
 //! `--protocol knn|linear|both` extracts the classifier- and test-split
@@ -22,11 +22,11 @@ use ssl_eval::{
     Representation,
 };
 
-use crate::config::{Config, DatasetName};
-use crate::restore::restore;
-use crate::train::data::{open_splits, split_features, AnyDataset};
-use crate::train::run_dir::atomic_write;
-use crate::train::{evaluate_with, EvalRequest};
+use ssl_files::write_atomic as atomic_write;
+use ssl_train::restore;
+use ssl_train::{evaluate_with, EvalRequest};
+use ssl_train::{open_splits, split_features, AnyDataset};
+use ssl_train::{Config, DatasetName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Protocol {
@@ -75,11 +75,12 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: &EvalArgs) -> Result<()> {
-    let device = crate::device::parse_device(&args.device)?;
+    let device = ssl_train::parse_device(&args.device)?;
     let restored = restore(&args.path, device)?;
-    let cfg = restored
-        .config
-        .with_overrides(&args.overrides, &["data.", "eval."])?;
+    let cfg = restored.config.with_overrides(
+        &crate::presets::overrides(&args.overrides)?,
+        &["data.", "eval."],
+    )?;
     let nets = &restored.nets;
     let head = args.features == FeatureSource::Head;
     let results = match args.protocol {
@@ -149,7 +150,7 @@ fn summary_line(epoch: &u64, r: &EvalResults, out: &std::path::Path) -> String {
 /// transform (Resize 256 + CenterCrop 224).
 fn imagenet_protocol(
     cfg: &Config,
-    nets: &crate::train::networks::Networks,
+    nets: &ssl_train::Networks,
     device: tch::Device,
     args: &EvalArgs,
 ) -> Result<EvalResults> {
@@ -161,6 +162,7 @@ fn imagenet_protocol(
         );
     }
     let splits = open_splits(cfg)?;
+    let labelled = splits.labelled()?;
     let threads = match cfg.data.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -174,12 +176,12 @@ fn imagenet_protocol(
         Loader::new(data.clone(), pipeline, lc)
     };
     let train = loader(
-        &splits.classifier,
+        &labelled.classifier,
         Pipeline::linear_train_imagenet(),
         true,
         args.imagenet_batch_size,
     )?;
-    let val = loader(&splits.test, Pipeline::eval(splits.kind), false, 256)?;
+    let val = loader(&labelled.test, splits.eval_pipeline.clone(), false, 256)?;
     // A read error ends that epoch's batches and is reported afterwards.
     let failure = std::cell::RefCell::new(None);
     let batches = |l: &Loader<AnyDataset>, epoch: u64| {
@@ -198,9 +200,9 @@ fn imagenet_protocol(
         seed: cfg.run.seed,
         ..ImagenetLinearConfig::paper()
     };
-    let classes = ssl_data::Dataset::num_classes(splits.test.as_ref()) as i64;
+    let classes = ssl_data::Dataset::num_classes(labelled.test.as_ref()) as i64;
     let task = ImagenetLinearTask {
-        encoder: &nets.encoder,
+        encoder: nets.encoder.as_ref(),
         feature_dim: nets.encoder.out_dim(),
         num_classes: classes,
         device,
@@ -221,10 +223,10 @@ fn imagenet_protocol(
     // Diagnostics of the validation features (evaluation transform).
     let test = split_features(
         cfg,
-        &splits.test,
-        splits.kind,
+        &labelled.test,
+        &splits.eval_pipeline,
         device,
-        |x| tch::nn::ModuleT::forward_t(&nets.encoder, x, false),
+        |x| tch::nn::ModuleT::forward_t(nets.encoder.as_ref(), x, false),
         "test",
     )?;
     results.diagnostics = Some(collapse_diagnostics(&test.x, Some(&test.y))?);

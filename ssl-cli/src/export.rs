@@ -22,8 +22,8 @@ use clap::{Args, ValueEnum};
 use ssl_models::export::{encoder_tensors, export_detectron2, export_encoder};
 use tch::Device;
 
-use crate::config::DatasetName;
-use crate::restore::restore;
+use ssl_train::restore;
+use ssl_train::DatasetName;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -167,10 +167,8 @@ pub fn export(args: &ExportArgs) -> Result<Exported> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::train::networks::Networks;
     use ssl_models::{Checkpoint, CheckpointMetadata};
-    use tch::nn::ModuleT;
+    use ssl_train::Networks;
     use tch::{Kind, Tensor};
 
     /// Loads each export into torchvision's own resnet18 (CIFAR stem set as
@@ -225,11 +223,8 @@ print(json.dumps(out))
         let run = dir.path().join("run");
         std::fs::create_dir_all(&run).unwrap();
         // A full-width ResNet-18 (CIFAR stem) as the CIFAR presets train it.
-        let cfg = Config::resolve(
-            Some("synthetic/cw-rgp-demo"),
-            &["model.width=1".to_string()],
-        )
-        .unwrap();
+        let cfg = crate::presets::resolve(Some("synthetic/cw-rgp-demo"), &["model.width=1".into()])
+            .unwrap();
         tch::manual_seed(3);
         let nets = Networks::new(&cfg, Device::Cpu).unwrap();
         // Non-trivial batch-norm statistics, so eval mode is really tested.
@@ -250,7 +245,7 @@ print(json.dumps(out))
             optimizer: None,
             ema: None,
         }
-        .save(&crate::train::checkpoint_path(&run), &meta)
+        .save(&ssl_train::checkpoint_path(&run), &meta)
         .unwrap();
         let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
         let ours =

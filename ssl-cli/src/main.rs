@@ -4,13 +4,14 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod analyze;
-mod config;
 mod demo;
 mod device;
+mod dist;
 mod eval;
 mod export;
 mod plot;
-mod restore;
+mod presets;
+mod report;
 mod torch_save;
 mod train;
 mod whiten;
@@ -41,7 +42,7 @@ enum Cmd {
     Eval(eval::EvalArgs),
     /// Export a trained run's weights: safetensors, torchvision, detectron2.
     Export(export::ExportArgs),
-    /// The paper's analyses (SPEC §9): spectra, PCA vs ZCA, whitened output,
+    /// The paper's analyses (paper §4 and Appendix): spectra, PCA vs ZCA, whitened output,
     /// similarity, CW vs BW, the gradient; plots + tables into --out.
     Analyze(analyze::AnalyzeArgs),
     /// A short demonstration on built-in synthetic data (what `cargo xtask demo` runs).
@@ -56,7 +57,7 @@ enum Cmd {
 
 #[derive(Debug, Subcommand)]
 enum ConfigCmd {
-    /// List the presets under configs/ (one per paper row).
+    /// List the presets (one per paper row; embedded in the binary).
     List,
     /// Print the fully resolved configuration of a preset (defaults, then the
     /// preset, then each --set), as TOML.
@@ -100,21 +101,21 @@ fn run(cli: Cli, tuning: &whitening_core::process::ProcessTuning) -> Result<()> 
         Cmd::Whiten(args) => whiten::run(&args),
         Cmd::Train(args) => train::run(&args),
         Cmd::Config(ConfigCmd::List) => {
-            for name in config::preset_names()? {
+            for name in presets::preset_names() {
                 println!("{name}");
             }
             Ok(())
         }
         Cmd::Config(ConfigCmd::Show { preset, overrides }) => {
-            let cfg = config::Config::resolve(preset.as_deref(), &overrides)?;
+            let cfg = presets::resolve(preset.as_deref(), &overrides)?;
             print!("{}", cfg.to_toml()?);
             Ok(())
         }
         Cmd::Config(ConfigCmd::Check) => {
-            let names = config::preset_names()?;
+            let names = presets::preset_names();
             let mut failed = 0;
             for name in &names {
-                if let Err(e) = config::Config::resolve(Some(name), &[]) {
+                if let Err(e) = presets::resolve(Some(name), &[]) {
                     failed += 1;
                     println!("{name}: {e:#}");
                 }

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::train::run_dir::atomic_write;
+use ssl_files::write_atomic as atomic_write;
 
 static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();

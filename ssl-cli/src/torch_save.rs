@@ -148,7 +148,7 @@ pub fn save(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
     if tensors.is_empty() {
         bail!("{}: no tensors to save", path.display());
     }
-    crate::train::run_dir::atomic_write(path, &encode(tensors)?)
+    Ok(ssl_files::write_atomic(path, &encode(tensors)?)?)
 }
 
 #[cfg(test)]

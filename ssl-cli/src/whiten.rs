@@ -2,7 +2,7 @@
 //!
 //! PCA/ZCA whitening of descriptors is a standard retrieval post-process:
 //! fit on a database, apply the same transform to queries. With the batch
-//! axis the transform (mean and `Φ` per group, SPEC §2) is fitted on the
+//! axis the transform (mean and `Φ` per group, docs/reference.md §2) is fitted on the
 //! input matrix and can be applied to other matrices with `--apply`; with
 //! the channel axis every row is whitened against the others of its own
 //! matrix, so there is nothing to carry over.
@@ -81,10 +81,8 @@ fn read_matrix(path: &Path) -> Result<Tensor> {
 }
 
 fn write_matrix(t: &Tensor, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("npy.tmp");
-    t.write_npy(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+    ssl_files::replace_with(path, |tmp| t.write_npy(tmp).map_err(std::io::Error::other))
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 pub fn run(args: &WhitenArgs) -> Result<()> {

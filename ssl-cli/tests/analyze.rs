@@ -1,6 +1,6 @@
 //! `ssl analyze` on tiny synthetic data (CPU, a ResNet-18 ×1/8): each
 //! analysis writes its plot, table and JSON, and the paper's qualitative
-//! findings (SPEC §9) are asserted where they are robust at this scale.
+//! findings (docs/reference.md §9) are asserted where they are robust at this scale.
 //!
 //! Not asserted (not robust with a few training steps, reported only):
 //! that PCA whitening collapses the encoder's rank more than ZCA (§9.1 —
@@ -124,7 +124,7 @@ fn analyze_checkpoint_spectrum_whitened_output_similarity() {
     );
     assert!(!white["singular_values"].as_array().unwrap().is_empty());
 
-    // Whitened output (SPEC §9.2): Ẑ has a normalised stable rank of ~100%
+    // Whitened output (docs/reference.md §9.2): Ẑ has a normalised stable rank of ~100%
     // per whitened sub-batch, the encoder output and embedding far less.
     let dir = out.path().join("whitened-output");
     let d = dir.display().to_string();
@@ -158,7 +158,7 @@ fn analyze_checkpoint_spectrum_whitened_output_similarity() {
         assert!(r["linear_top1"].as_f64().is_some());
     }
 
-    // Similarity (SPEC §9.3): whitening lowers intra-class similarity and
+    // Similarity (docs/reference.md §9.3): whitening lowers intra-class similarity and
     // narrows the gap to inter-class similarity.
     let dir = out.path().join("similarity");
     let d = dir.display().to_string();

@@ -224,24 +224,14 @@ pub fn write_synthetic_cifar(dir: &Path, cfg: &SyntheticConfig) -> Result<Vec<Pa
     Ok(written)
 }
 
-/// Writes `bytes` to a temporary file beside `path` (named by this
-/// process and call) and renames it into place, so that a reader never sees a
-/// partial file: several processes (the ranks of a data-parallel run, or
+/// Writes `bytes` atomically ([`ssl_files::write_atomic`]), so that a
+/// reader never sees a partial file: several processes (the ranks of a data-parallel run, or
 /// tests sharing a folder) may generate the same deterministic data into
 /// the same folder at once, and each file appears whole or not at all.
 /// The test split is written last, so its presence means the set is
 /// complete.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}.{n}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(|e| DataError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        DataError::io(path, e)
-    })
+    ssl_files::write_atomic(path, bytes).map_err(|e| DataError::io(path, e))
 }
 
 /// Opens a split written by [`write_synthetic_cifar`] through the CIFAR reader.

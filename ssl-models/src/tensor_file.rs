@@ -3,9 +3,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, View};
 use tch::{Device, Kind, Tensor};
@@ -239,32 +237,5 @@ pub(crate) fn copy_into(
 /// directory, flushed and synced, then renamed over `path`. A crash or error
 /// leaves any previous `path` intact.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| ModelError::Config(format!("{} is not a file path", path.display())))?;
-    // Unique per process and call, so concurrent saves never share a temp file.
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(
-        ".tmp{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut file = std::fs::File::create(&tmp).map_err(ModelError::io("create", &tmp))?;
-        file.write_all(bytes)
-            .map_err(ModelError::io("write", &tmp))?;
-        file.sync_all().map_err(ModelError::io("sync", &tmp))?;
-        std::fs::rename(&tmp, path).map_err(ModelError::io("rename into place", path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    ssl_files::write_atomic(path, bytes).map_err(ModelError::io("write", path))
 }

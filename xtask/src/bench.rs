@@ -44,7 +44,7 @@ pub const AREAS: &[Area] = &[
     },
     Area {
         name: "train",
-        package: "ssl-cli",
+        package: "ssl-train",
         example: "bench_train",
         peer: "step",
     },
@@ -222,7 +222,7 @@ mod tests {
             .expect("train area");
         assert_eq!(
             (train.package, train.example, train.peer),
-            ("ssl-cli", "bench_train", "step")
+            ("ssl-train", "bench_train", "step")
         );
         // The label both sides print (torch_baseline.py bench_step).
         let label = "ResNet-18 CW-RGP train step, bs 64 x 2 views (fwd+bwd+Adam)";

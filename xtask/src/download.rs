@@ -328,11 +328,7 @@ fn extract(archive: &Path, kind: Archive, dir: &Path) -> Result<()> {
 /// Writes `bytes` to `path` through a temporary file and a rename, so a
 /// reader never sees a half-written file.
 pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
-    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {}", tmp.display()))
+    Ok(ssl_files::write_atomic(path, bytes)?)
 }
 
 /// `cargo xtask check-imagenet DIR`: validates an ImageNet-style folder.

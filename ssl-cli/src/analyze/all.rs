@@ -76,7 +76,8 @@ pub fn run(args: &AllArgs) -> Result<()> {
                 "train (checkpoint for the checkpoint analyses)",
                 &mut || {
                     let cfg = sub("").config("checkpoint", &[])?;
-                    let outcome = crate::train::train(&cfg, false, &AtomicBool::new(false))?;
+                    let outcome =
+                        crate::train::train(&cfg, false, &AtomicBool::new(false), None, None)?;
                     run = outcome.run_dir;
                     Ok(())
                 },

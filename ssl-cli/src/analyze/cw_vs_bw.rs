@@ -1,4 +1,4 @@
-//! `ssl analyze cw-vs-bw` (SPEC §9.4): channel whitening stays stable at
+//! `ssl analyze cw-vs-bw` (docs/reference.md §9.4): channel whitening stays stable at
 //! small batch sizes, batch whitening does not. For each batch size `B`,
 //! one run of CW-RGP (sub-batches of `min(B, d/(2g))`, so `d/g > w_size`
 //! always holds) and one of W-MSE (Cholesky BW over the whole batch,
@@ -112,7 +112,7 @@ pub fn run(args: &CwVsBwArgs) -> Result<serde_json::Value> {
                 }
             };
             eprintln!("analyze cw-vs-bw | training {name} (w_size {w}, d {d})");
-            let outcome = train(&cfg, false, &AtomicBool::new(false));
+            let outcome = train(&cfg, false, &AtomicBool::new(false), None, None);
             let losses = step_losses(&cfg.run.out_dir.join(&cfg.run.name));
             let all_finite = !losses.is_empty() && losses.iter().all(|(_, l)| l.is_finite());
             let (status, reason, knn) = match outcome {

@@ -1,4 +1,4 @@
-//! `ssl analyze gradient` (SPEC §2's proposition): on a real batch, the
+//! `ssl analyze gradient` (docs/reference.md §2.5, the paper's proposition): on a real batch, the
 //! gradient of the whitening loss `L = ℓ(Ẑ₁, Ẑ₂)` equals the gradient of
 //! the stop-gradient proxy `L' = ℓ(Ẑ₁, sg(Ẑ₂)) + ℓ(sg(Ẑ₁), Ẑ₂)`, with
 //! respect to the embedding and to the encoder parameters (for V views, the
@@ -31,8 +31,8 @@ use whitening_core::whiten_sub_batches;
 
 use super::{require_whitening, write_json, CheckpointArgs, Table, TrainingArgs};
 use crate::plot::{LineChart, Series};
-use crate::train::data::{open_splits, ssl_loader};
-use crate::train::networks::Networks;
+use ssl_train::data::{open_splits, ssl_loader};
+use ssl_train::Networks;
 
 #[derive(Debug, Clone, Args)]
 pub struct GradientArgs {
@@ -66,7 +66,7 @@ fn flat(grads: &[Tensor]) -> Tensor {
 
 pub fn run(args: &GradientArgs) -> Result<serde_json::Value> {
     let out = super::out_dir(&args.training.out)?;
-    let device = crate::device::parse_device(&args.training.out.device)?;
+    let device = ssl_train::parse_device(&args.training.out.device)?;
     let (cfg, nets) = match &args.run {
         Some(run) => {
             let ck = super::open_checkpoint(&CheckpointArgs {
@@ -90,7 +90,7 @@ pub fn run(args: &GradientArgs) -> Result<serde_json::Value> {
         .context("a whitening method has a whitening loss")?;
     let kind = if args.f32 { Kind::Float } else { Kind::Double };
     let splits = open_splits(&cfg)?;
-    let loader = ssl_loader(&cfg, &splits, device)?;
+    let loader = ssl_loader(&cfg, &splits, device, ssl_data::Shard::WHOLE)?;
     let batch = loader
         .epoch(0)
         .next()

@@ -1,4 +1,4 @@
-//! `ssl analyze`: the paper's investigation (SPEC §9) as tools. Each
+//! `ssl analyze`: the paper's investigation (docs/reference.md §9) as tools. Each
 //! sub-command writes a plot (`.svg` + `.png`, [`crate::plot`]), a table
 //! (`.md` + `.csv`) and the raw numbers (`.json`) into `--out DIR`:
 //!
@@ -6,14 +6,14 @@
 //!   ([`spectrum`]);
 //! - `pca-vs-zca`: short runs with PCA vs ZCA vs CW whitening, the encoder's
 //!   stable rank and the step-to-step change of the whitened targets
-//!   ([`pca_vs_zca`], SPEC §9.1);
+//!   ([`pca_vs_zca`], docs/reference.md §9.1);
 //! - `whitened-output RUN`: accuracy and rank of encoder output vs embedding
 //!   vs whitened embedding ([`whitened_output`], §9.2);
 //! - `similarity RUN`: class cosine similarity under `Σ^{-p/2}`
 //!   ([`similarity`], §9.3);
 //! - `cw-vs-bw`: CW vs BW across batch sizes ([`cw_vs_bw`], §9.4);
 //! - `gradient`: the whitening loss's gradient vs the stop-gradient proxy's
-//!   ([`gradient`], SPEC §2's proposition);
+//!   ([`gradient`], docs/reference.md §2.5, the paper's proposition);
 //! - `all`: every one of them (`--smoke`: at toy scale, on the CPU, minutes).
 //!
 //! The training analyses start from a preset (`--preset`, default the
@@ -38,7 +38,6 @@ use clap::{Args, Subcommand};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use ssl_data::DatasetKind;
 use ssl_eval::Features;
 use ssl_losses::ViewTransform;
 use tch::nn::ModuleT;
@@ -46,10 +45,10 @@ use tch::{Device, Tensor};
 use whitening_core::diagnostics::rank_diagnostics;
 use whitening_core::WhiteningConfig;
 
-use crate::config::Config;
-use crate::train::data::{open_splits, split_features, AnyDataset, Splits};
-use crate::train::networks::Networks;
-use crate::train::run_dir::atomic_write;
+use ssl_files::write_atomic as atomic_write;
+use ssl_train::Config;
+use ssl_train::Networks;
+use ssl_train::{open_splits, split_features, AnyDataset, Splits};
 
 #[derive(Debug, Args)]
 pub struct AnalyzeArgs {
@@ -63,16 +62,16 @@ pub enum AnalyzeCmd {
     /// checkpoint's encoder output, embedding and whitened embedding.
     Spectrum(CheckpointArgs),
     /// PCA vs ZCA vs CW whitening losses: encoder stable rank over training
-    /// and how much the whitened targets move from step to step (SPEC §9.1).
+    /// and how much the whitened targets move from step to step (docs/reference.md §9.1).
     PcaVsZca(pca_vs_zca::PcaVsZcaArgs),
     /// k-NN/linear accuracy and normalised stable rank of encoder output vs
-    /// embedding vs whitened embedding of one checkpoint (SPEC §9.2).
+    /// embedding vs whitened embedding of one checkpoint (docs/reference.md §9.2).
     WhitenedOutput(whitened_output::WhitenedOutputArgs),
     /// Intra- vs inter-class cosine similarity of features whitened with
-    /// Σ^{-p/2}, p from 0 to 1 (SPEC §9.3).
+    /// Σ^{-p/2}, p from 0 to 1 (docs/reference.md §9.3).
     Similarity(similarity::SimilarityArgs),
     /// CW vs BW (W-MSE) across batch sizes, including batches smaller than
-    /// the embedding: stability and accuracy (SPEC §9.4).
+    /// the embedding: stability and accuracy (docs/reference.md §9.4).
     CwVsBw(cw_vs_bw::CwVsBwArgs),
     /// The whitening loss's gradient vs the stop-gradient proxy's on a real
     /// batch, w.r.t. the embedding and the encoder parameters.
@@ -169,7 +168,7 @@ impl TrainingArgs {
             self.out.out.join("runs").display()
         ));
         overrides.push(format!("run.name={name}"));
-        Config::resolve(Some(&self.preset), &overrides)
+        crate::presets::resolve(Some(&self.preset), &overrides)
             .with_context(|| format!("configuring the `{name}` run"))
     }
 }
@@ -243,7 +242,10 @@ impl Table {
 
 /// Writes `value` as pretty JSON to `path`.
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
-    atomic_write(path, serde_json::to_string_pretty(value)?.as_bytes())
+    Ok(atomic_write(
+        path,
+        serde_json::to_string_pretty(value)?.as_bytes(),
+    )?)
 }
 
 /// A percentage with two decimals, or `-` for NaN.
@@ -266,9 +268,9 @@ pub struct Checkpointed {
 /// Restores the run of `args.run` on `--device`; `--set` overrides are
 /// applied to its stored config (kept as `OUT/checkpoint-config.toml`).
 pub fn open_checkpoint(args: &CheckpointArgs) -> Result<Checkpointed> {
-    let device = crate::device::parse_device(&args.out.device)?;
+    let device = ssl_train::parse_device(&args.out.device)?;
     let out = out_dir(&args.out)?;
-    let restored = crate::restore::restore(&args.run, device)?;
+    let restored = ssl_train::restore(&args.run, device)?;
     eprintln!(
         "analyze | {} ({}, epoch {})",
         restored.checkpoint.display(),
@@ -283,7 +285,7 @@ pub fn open_checkpoint(args: &CheckpointArgs) -> Result<Checkpointed> {
     atomic_write(&stored, config.to_toml()?.as_bytes())?;
     if !args.overrides.is_empty() {
         let path = stored.to_string_lossy().into_owned();
-        config = Config::resolve(Some(&path), &args.overrides)
+        config = crate::presets::resolve(Some(&path), &args.overrides)
             .context("applying --set to the checkpoint's config")?;
     }
     let splits = open_splits(&config)?;
@@ -301,7 +303,7 @@ pub fn encoder_and_embedding(
     cfg: &Config,
     nets: &Networks,
     dataset: &Arc<AnyDataset>,
-    kind: DatasetKind,
+    pipeline: &ssl_data::Pipeline,
     device: Device,
     what: &str,
 ) -> Result<(Features, Features)> {
@@ -309,7 +311,7 @@ pub fn encoder_and_embedding(
     let both = split_features(
         cfg,
         dataset,
-        kind,
+        pipeline,
         device,
         |x| {
             let h = nets.encoder.forward_t(x, false);
@@ -411,7 +413,14 @@ pub fn representations(
     what: &str,
 ) -> Result<(Vec<Representation>, i64)> {
     let cfg = &ck.config;
-    let (h, z) = encoder_and_embedding(cfg, &ck.nets, dataset, ck.splits.kind, ck.device, what)?;
+    let (h, z) = encoder_and_embedding(
+        cfg,
+        &ck.nets,
+        dataset,
+        &ck.splits.eval_pipeline,
+        ck.device,
+        what,
+    )?;
     let whitening = method_whitening(cfg);
     let w = whitening
         .as_ref()
@@ -445,17 +454,15 @@ pub fn representations(
     Ok((reps, w))
 }
 
-/// `(step, loss)` of every step record in a run's `metrics.jsonl`.
+/// `(step, loss)` of every step record in a run's `metrics.jsonl` (none
+/// when the file is missing).
 pub fn step_losses(run_dir: &Path) -> Vec<(usize, f64)> {
-    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
+    ssl_train::read_records(run_dir)
         .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            if v["kind"] != "step" {
-                return None;
-            }
-            Some((v["step"].as_u64()? as usize, v["loss"].as_f64()?))
+        .into_iter()
+        .filter_map(|r| match r {
+            ssl_train::Record::Step { step, loss, .. } => Some((step, loss)),
+            _ => None,
         })
         .collect()
 }
@@ -465,7 +472,7 @@ pub fn step_losses(run_dir: &Path) -> Vec<(usize, f64)> {
 /// probe batch.
 pub fn probe_images(
     dataset: &Arc<AnyDataset>,
-    kind: DatasetKind,
+    pipeline: &ssl_data::Pipeline,
     n: usize,
     seed: u64,
     device: Device,
@@ -473,7 +480,7 @@ pub fn probe_images(
     let mut lc = ssl_data::LoaderConfig::new(n, 1, seed);
     lc.drop_last = true;
     lc.threads = 1;
-    let loader = ssl_data::Loader::new(dataset.clone(), ssl_data::Pipeline::eval(kind), lc)?;
+    let loader = ssl_data::Loader::new(dataset.clone(), pipeline.clone(), lc)?;
     let mut batch = loader.batch(0, 0).context("reading the probe batch")?;
     Ok(batch.views.remove(0).to_device(device))
 }

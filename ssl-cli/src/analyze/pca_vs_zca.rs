@@ -1,4 +1,4 @@
-//! `ssl analyze pca-vs-zca` (SPEC §9.1): PCA whitening fails to avoid
+//! `ssl analyze pca-vs-zca` (docs/reference.md §9.1): PCA whitening fails to avoid
 //! dimensional collapse because its whitened targets jump from step to
 //! step (eigenvector order and sign flip), while ZCA's move smoothly.
 //!
@@ -32,9 +32,9 @@ use whitening_core::WhiteningConfig;
 
 use super::{method_whitening, pct, probe_images, step_losses, write_json, Table, TrainingArgs};
 use crate::plot::{LineChart, Series};
-use crate::train::data::open_splits;
-use crate::train::networks::Networks;
-use crate::train::{train_observed, StepObserver};
+use ssl_train::open_splits;
+use ssl_train::Callbacks;
+use ssl_train::Networks;
 
 /// The variants this analysis knows.
 pub const VARIANTS: &[&str] = &["pca-cw", "zca-cw", "cw-rgp", "pca-bw", "w-mse"];
@@ -93,12 +93,12 @@ fn rel_change(now: &Tensor, prev: &Tensor) -> f64 {
     (now - prev).norm().double_value(&[]) / prev.norm().double_value(&[]).max(1e-300)
 }
 
-impl StepObserver for ProbeObserver {
-    fn observe(&mut self, step: usize, nets: &Networks) -> Result<()> {
+impl Callbacks for ProbeObserver {
+    fn observe(&mut self, step: usize, nets: &Networks) -> Result<(), ssl_train::BoxError> {
         if !step.is_multiple_of(self.every.max(1)) {
             return Ok(());
         }
-        tch::no_grad(|| -> Result<()> {
+        tch::no_grad(|| -> Result<(), ssl_train::BoxError> {
             let h = nets.encoder.forward_t(&self.images, false);
             let z = nets.head.forward_t(&h, false);
             let (n, d) = (z.size()[0], z.size()[1]);
@@ -220,9 +220,15 @@ pub fn run(args: &PcaVsZcaArgs) -> Result<serde_json::Value> {
         None => (args.w_size.unwrap_or(64), 2),
     };
     let bw = args.bw_size.unwrap_or(base.data.batch_size);
-    let device = crate::device::parse_device(&args.training.out.device)?;
+    let device = ssl_train::parse_device(&args.training.out.device)?;
     let splits = open_splits(&base)?;
-    let images = probe_images(&splits.test, splits.kind, args.probe, base.run.seed, device)?;
+    let images = probe_images(
+        &splits.labelled()?.test,
+        &splits.eval_pipeline,
+        args.probe,
+        base.run.seed,
+        device,
+    )?;
     let mut results = Vec::new();
     for variant in &args.variants {
         let extra = variant_overrides(variant, w, bw, groups)?;
@@ -261,7 +267,8 @@ pub fn run(args: &PcaVsZcaArgs) -> Result<serde_json::Value> {
             prev: None,
             probes: Vec::new(),
         };
-        let outcome = train_observed(&cfg, false, &AtomicBool::new(false), Some(&mut obs));
+        let outcome =
+            crate::train::train(&cfg, false, &AtomicBool::new(false), None, Some(&mut obs));
         let run_dir = cfg.run.out_dir.join(&cfg.run.name);
         let (error, knn) = match outcome {
             Ok(o) => (None, o.last_eval.map(|e| e.knn_top1)),

@@ -1,4 +1,4 @@
-//! `ssl analyze similarity RUN` (SPEC §9.3): similarity within a class
+//! `ssl analyze similarity RUN` (docs/reference.md §9.3): similarity within a class
 //! falls as whitening grows. The encoder output and the embedding of the
 //! test split are whitened to a power `p`, `x ↦ Σ^{-p/2}(x − μ)`, for `p`
 //! from 0 (centred only) to 1 (full ZCA whitening), with `μ` and `Σ = U Λ Uᵀ`
@@ -64,16 +64,16 @@ pub fn run(args: &SimilarityArgs) -> Result<serde_json::Value> {
     let (h_tr, z_tr) = encoder_and_embedding(
         cfg,
         &ck.nets,
-        &ck.splits.classifier,
-        ck.splits.kind,
+        &ck.splits.labelled()?.classifier,
+        &ck.splits.eval_pipeline,
         ck.device,
         "classifier",
     )?;
     let (h_te, z_te) = encoder_and_embedding(
         cfg,
         &ck.nets,
-        &ck.splits.test,
-        ck.splits.kind,
+        &ck.splits.labelled()?.test,
+        &ck.splits.eval_pipeline,
         ck.device,
         "test",
     )?;

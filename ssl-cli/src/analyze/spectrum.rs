@@ -1,7 +1,7 @@
 //! `ssl analyze spectrum RUN`: singular values and covariance spectrum,
 //! stable rank, normalised stable rank and effective rank of the encoder
 //! output, the embedding and (for whitening methods) the whitened embedding
-//! of the test split (SPEC §7's collapse diagnostics, issue 8's `analyze`).
+//! of the test split (docs/reference.md §7.5, the collapse diagnostics).
 //!
 //! Writes `spectrum.{svg,png}` (σᵢ/σ₁, log scale), `covariance.{svg,png}`
 //! (λᵢ/λ₁), `spectrum.{md,csv}` and `spectrum.json` (the full spectra).
@@ -16,7 +16,7 @@ use crate::plot::{LineChart, Series};
 pub fn run(args: &CheckpointArgs) -> Result<serde_json::Value> {
     let ck = open_checkpoint(args)?;
     let out = args.out.out.clone();
-    let (reps, w) = representations(&ck, &ck.splits.test, "test")?;
+    let (reps, w) = representations(&ck, &ck.splits.labelled()?.test, "test")?;
     let mut table = Table::new(&[
         "features",
         "n",

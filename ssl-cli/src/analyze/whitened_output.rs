@@ -1,4 +1,4 @@
-//! `ssl analyze whitened-output RUN` (SPEC §9.2): is the whitened output a
+//! `ssl analyze whitened-output RUN` (docs/reference.md §9.2): is the whitened output a
 //! good representation? k-NN and linear-probe accuracy and the normalised
 //! stable rank of the encoder output `h`, the embedding `z` and the
 //! whitened embedding `Ẑ` of the same checkpoint.
@@ -31,8 +31,8 @@ pub fn run(args: &WhitenedOutputArgs) -> Result<serde_json::Value> {
     let ck = open_checkpoint(&args.checkpoint)?;
     super::require_whitening(&ck.config)?;
     let out = args.checkpoint.out.out.clone();
-    let (train, w) = representations(&ck, &ck.splits.classifier, "classifier")?;
-    let (test, _) = representations(&ck, &ck.splits.test, "test")?;
+    let (train, w) = representations(&ck, &ck.splits.labelled()?.classifier, "classifier")?;
+    let (test, _) = representations(&ck, &ck.splits.labelled()?.test, "test")?;
     let epochs = args.linear_epochs.unwrap_or(ck.config.eval.linear_epochs);
     let mut table = Table::new(&[
         "features",

@@ -1,21 +1,86 @@
-//! Training configuration: every setting of SPEC §6 with the reference
-//! defaults, presets per paper row (`configs/<dataset>/<row>.toml`), and
-//! `--set key=value` overrides.
+//! Training configuration: every setting with the reference defaults
+//! (paper §5 and Appendix, the official release's `scripts/*.sh`), a
+//! preset layer (a TOML text: the CLI's `configs/<dataset>/<row>.toml`)
+//! and key = value overrides.
 //!
 //! Resolution, in order: the dataset's defaults ([`Config::defaults_for`]),
-//! then the preset file (only the keys it sets), then each `--set`. The
+//! then the preset (only the keys it sets), then each [`Override`]. The
 //! merged TOML is deserialised with unknown keys rejected, then
 //! [`Config::validate`] rejects impossible combinations before anything
-//! runs. `ssl config show` prints the result, so two runs can be diffed.
+//! runs. [`Config::to_toml`] prints the result, so two runs can be diffed.
+//!
+//! ```
+//! use ssl_train::{Config, Override, Preset};
+//! let preset = Preset::new("[method]\nname = \"w-mse\"\n", "my.toml");
+//! let cfg = Config::resolve(Some(&preset), &[Override::new("optim.lr", "1e-3")])?;
+//! assert_eq!(cfg.method.name(), "w-mse");
+//! assert_eq!(cfg.optim.lr, 1e-3);
+//! # Ok::<(), ssl_train::TrainError>(())
+//! ```
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use ssl_losses::Method;
 
-/// The datasets of SPEC §5, plus the built-in synthetic one.
+use crate::error::{Result, TrainError};
+
+/// Returns early with [`TrainError::Config`] and a formatted message.
+macro_rules! refuse {
+    ($($arg:tt)*) => {
+        return Err(TrainError::Config(format!($($arg)*)))
+    };
+}
+
+/// A preset layer: TOML text and where it came from (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preset {
+    /// The TOML text (only the keys the preset changes).
+    pub text: String,
+    /// A file path or name, quoted in errors.
+    pub origin: String,
+}
+
+impl Preset {
+    /// A preset from its text and origin.
+    pub fn new(text: impl Into<String>, origin: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            origin: origin.into(),
+        }
+    }
+}
+
+/// One `key = value` edit of the merged configuration, e.g. `optim.lr` =
+/// `1e-3`. Where the key holds a string the value is taken as written
+/// (`run.name` = `nan` is the name "nan"); elsewhere it is read as TOML
+/// (`3e-3`, `true`, `[1, 2]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Override {
+    /// Dotted key, e.g. `optim.lr`.
+    pub key: String,
+    /// The value as written.
+    pub value: String,
+}
+
+impl Override {
+    /// An override of `key` with `value`.
+    pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            key: key.into().trim().to_string(),
+            value: value.into().trim().to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Override {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
+}
+
+/// The datasets of the paper's Table 1 and 2, plus the built-in synthetic one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetName {
@@ -53,10 +118,10 @@ impl DatasetName {
             .into_iter()
             .find(|d| d.as_str() == s)
             .ok_or_else(|| {
-                anyhow!(
+                TrainError::Config(format!(
                     "unknown dataset `{s}`: expected one of {}",
                     Self::ALL.map(Self::as_str).join(", ")
-                )
+                ))
             })
     }
 }
@@ -118,7 +183,7 @@ pub struct DataConfig {
     pub subset: usize,
 }
 
-/// `[model]`: encoder and projection head (SPEC §4).
+/// `[model]`: encoder and projection head (paper §5: ResNet + MLP head).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
@@ -134,7 +199,7 @@ pub struct ModelConfig {
     pub head_size: i64,
 }
 
-/// The optimiser (SPEC §6).
+/// The optimiser (the release's `base/train.py` and `ImageNet/main.py`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OptimizerName {
@@ -143,7 +208,7 @@ pub enum OptimizerName {
     Lars,
 }
 
-/// The learning-rate schedule after warm-up (SPEC §6).
+/// The learning-rate schedule after warm-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScheduleName {
@@ -172,7 +237,7 @@ pub struct OptimConfig {
     pub drop_factor: f64,
 }
 
-/// `[eval]`: the protocols of SPEC §7 during training.
+/// `[eval]`: the evaluation protocols (paper §5) during training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
@@ -203,7 +268,7 @@ pub struct Config {
 }
 
 impl Config {
-    /// The reference defaults (SPEC §6) for a dataset: bs 512, emb 512,
+    /// The reference defaults (the release's `scripts/*.sh`) for a dataset: bs 512, emb 512,
     /// head 2 × 1024, Adam with 500 warm-up iterations and step drops,
     /// CW-RGP; ImageNet: ResNet-50, head 3 × 2048, emb 1024, SGD + cosine.
     pub fn defaults_for(dataset: DatasetName) -> Self {
@@ -270,43 +335,36 @@ impl Config {
         }
     }
 
-    /// Resolves a preset (a path, or a name under `configs/` such as
-    /// `cifar10/cw-rgp-4`) and `key=value` overrides into a validated config.
-    pub fn resolve(preset: Option<&str>, overrides: &[String]) -> Result<Self> {
+    /// Resolves a preset layer and overrides into a validated config.
+    pub fn resolve(preset: Option<&Preset>, overrides: &[Override]) -> Result<Self> {
         let mut value = toml::Value::Table(toml::map::Map::new());
         let mut origin = String::from("defaults");
         if let Some(preset) = preset {
-            let path = preset_path(preset)?;
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading preset {}", path.display()))?;
-            value = toml::from_str(&text)
-                .with_context(|| format!("{} is not valid TOML", path.display()))?;
-            origin = path.display().to_string();
+            value = toml::from_str(&preset.text).map_err(|e| {
+                TrainError::Config(format!(
+                    "{} is not valid TOML: {}",
+                    preset.origin,
+                    e.to_string().trim()
+                ))
+            })?;
+            origin = preset.origin.clone();
         }
-        // The dataset picks the defaults: from --set, else the preset, else CIFAR-10.
-        let dataset = match overrides
-            .iter()
-            .rev()
-            .find_map(|o| o.trim().strip_prefix("data.dataset="))
-        {
-            Some(s) => {
-                DatasetName::parse(s.trim().trim_matches('"')).context("--set data.dataset")?
-            }
+        // The dataset picks the defaults: from an override, else the preset, else CIFAR-10.
+        let dataset = match overrides.iter().rev().find(|o| o.key == "data.dataset") {
+            Some(o) => DatasetName::parse(o.value.trim_matches('"'))
+                .map_err(|e| TrainError::Config(format!("--set data.dataset: {e}")))?,
             None => match value.get("data").and_then(|d| d.get("dataset")) {
-                Some(toml::Value::String(s)) => {
-                    DatasetName::parse(s).with_context(|| format!("{origin}: key data.dataset"))?
-                }
-                Some(other) => bail!("{origin}: key data.dataset must be a string, got {other}"),
+                Some(toml::Value::String(s)) => DatasetName::parse(s)
+                    .map_err(|e| TrainError::Config(format!("{origin}: key data.dataset: {e}")))?,
+                Some(other) => refuse!("{origin}: key data.dataset must be a string, got {other}"),
                 None => DatasetName::Cifar10,
             },
         };
-        let mut merged = toml::Value::try_from(Self::defaults_for(dataset))?;
+        let mut merged = toml_value(&Self::defaults_for(dataset))?;
         // A preset that names a method replaces the default method table
-        // whole, and `--set method.name=X` replaces the preset's: one
-        // method's hyper-parameters mean nothing to another.
-        let renamed = overrides
-            .iter()
-            .any(|o| o.trim_start().starts_with("method.name="));
+        // whole, and an override of method.name replaces the preset's:
+        // one method's hyper-parameters mean nothing to another.
+        let renamed = overrides.iter().any(|o| o.key == "method.name");
         let preset_names_method = value.get("method").and_then(|m| m.get("name")).is_some();
         if let toml::Value::Table(root) = &mut merged {
             if renamed || preset_names_method {
@@ -319,17 +377,18 @@ impl Config {
             }
         }
         merge(&mut merged, value);
-        for item in overrides {
-            apply_override(&mut merged, item)?;
+        for o in overrides {
+            apply_override(&mut merged, o)?;
         }
         // Omitted method keys take that method's own paper defaults
         // (`Method::from_name`: e.g. CW has no groups, W-MSE w_size 128).
         if let toml::Value::Table(root) = &mut merged {
             if let Some(toml::Value::Table(m)) = root.get("method") {
                 if let Some(toml::Value::String(name)) = m.get("name") {
-                    let base = Method::from_name(name)
-                        .map_err(|e| anyhow!("{origin}: key method.name: {e}"))?;
-                    let mut full = toml::Value::try_from(base)?;
+                    let base = Method::from_name(name).map_err(|e| {
+                        TrainError::Config(format!("{origin}: key method.name: {e}"))
+                    })?;
+                    let mut full = toml_value(&base)?;
                     merge(&mut full, toml::Value::Table(m.clone()));
                     root.insert("method".into(), full);
                 }
@@ -338,40 +397,38 @@ impl Config {
         // Through text, so a type error quotes the offending line (key and value).
         let text = toml::to_string(&merged)?;
         let cfg: Self = toml::from_str(&text).map_err(|e| {
-            anyhow!(
+            TrainError::Config(format!(
                 "{origin} (with the defaults and --set overrides merged): {}",
                 e.to_string().trim()
-            )
+            ))
         })?;
         cfg.validate()
-            .with_context(|| format!("{origin}: impossible configuration"))?;
+            .map_err(|e| TrainError::Config(format!("{origin}: impossible configuration: {e}")))?;
         Ok(cfg)
     }
 
-    /// This configuration with `key=value` overrides applied (as `--set`
-    /// does in [`Config::resolve`]), re-parsed and validated. `allowed`
-    /// lists the key prefixes that may change (e.g. `data.` for a stored
-    /// run, whose model must stay what the weights were trained as).
-    pub fn with_overrides(&self, overrides: &[String], allowed: &[&str]) -> Result<Self> {
-        let mut merged = toml::Value::try_from(self)?;
-        for item in overrides {
-            let key = item
-                .split_once('=')
-                .map_or(item.as_str(), |(k, _)| k)
-                .trim();
-            if !allowed.iter().any(|p| key.starts_with(p)) {
-                bail!(
-                    "--set {item}: only {} keys can change here (the rest is what the run \
+    /// This configuration with overrides applied (as [`Config::resolve`]
+    /// applies them), re-parsed and validated. `allowed` lists the key
+    /// prefixes that may change (e.g. `data.` for a stored run, whose
+    /// model must stay what the weights were trained as).
+    pub fn with_overrides(&self, overrides: &[Override], allowed: &[&str]) -> Result<Self> {
+        let mut merged = toml_value(self)?;
+        for o in overrides {
+            if !allowed.iter().any(|p| o.key.starts_with(p)) {
+                refuse!(
+                    "--set {o}: only {} keys can change here (the rest is what the run \
                      was trained with)",
                     allowed.join(", ")
                 );
             }
-            apply_override(&mut merged, item)?;
+            apply_override(&mut merged, o)?;
         }
         let text = toml::to_string(&merged)?;
-        let cfg: Self = toml::from_str(&text)
-            .map_err(|e| anyhow!("--set overrides: {}", e.to_string().trim()))?;
-        cfg.validate().context("impossible configuration")?;
+        let cfg: Self = toml::from_str(&text).map_err(|e| {
+            TrainError::Config(format!("--set overrides: {}", e.to_string().trim()))
+        })?;
+        cfg.validate()
+            .map_err(|e| TrainError::Config(format!("impossible configuration: {e}")))?;
         Ok(cfg)
     }
 
@@ -381,19 +438,24 @@ impl Config {
         Ok(toml::to_string_pretty(self)?)
     }
 
+    /// The run directory: `run.out_dir/run.name`.
+    pub fn run_dir(&self) -> PathBuf {
+        self.run.out_dir.join(&self.run.name)
+    }
+
     /// Rejects combinations that cannot train, naming the key, the value
     /// and a way out.
     pub fn validate(&self) -> Result<()> {
         let d = &self.data;
         if !(d.views == 2 || d.views == 4) {
-            bail!(
+            refuse!(
                 "data.views = {}: the methods use 2 or 4 views per image",
                 d.views
             );
         }
         if let Some(fixed) = self.method.fixed_views() {
             if d.views != fixed {
-                bail!(
+                refuse!(
                     "data.views = {} but method {} works on exactly {fixed} views: set data.views = {fixed}",
                     d.views,
                     self.method.name()
@@ -401,29 +463,29 @@ impl Config {
             }
         }
         if d.batch_size < 2 {
-            bail!("data.batch_size = {}: need at least 2", d.batch_size);
+            refuse!("data.batch_size = {}: need at least 2", d.batch_size);
         }
         if !["resnet18", "resnet34", "resnet50"].contains(&self.model.arch.as_str()) {
-            bail!(
+            refuse!(
                 "model.arch = {:?}: expected resnet18, resnet34 or resnet50",
                 self.model.arch
             );
         }
         if !(self.model.width > 0.0 && self.model.width <= 4.0) {
-            bail!(
+            refuse!(
                 "model.width = {}: expected a multiplier in (0, 4]",
                 self.model.width
             );
         }
         if self.model.head_layers < 1 {
-            bail!(
+            refuse!(
                 "model.head_layers = {}: need at least 1",
                 self.model.head_layers
             );
         }
         if let Some(w) = self.method.whitening_loss() {
             if w.w_size > 1 && d.batch_size % w.w_size != 0 {
-                bail!(
+                refuse!(
                     "method.w_size = {} does not divide data.batch_size = {}: choose a w_size \
                      among the divisors of the batch",
                     w.w_size,
@@ -432,36 +494,35 @@ impl Config {
             }
             if let ssl_losses::ViewTransform::Whiten(cfg) = &w.transform {
                 cfg.validate(w.w_size, self.model.emb).map_err(|e| {
-                    anyhow!(
+                    TrainError::Config(format!(
                         "method {} with model.emb = {} and method.w_size = {}: {e}",
                         self.method.name(),
                         self.model.emb,
                         w.w_size
-                    )
+                    ))
                 })?;
             }
         }
         let o = &self.optim;
         if !(o.lr > 0.0 && o.lr.is_finite()) {
-            bail!("optim.lr = {}: must be positive", o.lr);
+            refuse!("optim.lr = {}: must be positive", o.lr);
         }
         if o.epochs == 0 {
-            bail!("optim.epochs = 0: nothing to train");
+            refuse!("optim.epochs = 0: nothing to train");
         }
         if let Some(&e) = o.drop_epochs.iter().find(|&&e| e >= o.epochs) {
-            bail!(
+            refuse!(
                 "optim.drop_epochs contains {e}, not before optim.epochs = {}",
                 o.epochs
             );
         }
         if self.eval.every == 0 || self.eval.every_after_drop == 0 {
-            bail!("eval.every and eval.every_after_drop must be at least 1");
+            refuse!("eval.every and eval.every_after_drop must be at least 1");
         }
         Ok(())
     }
 
     /// The epochs at which the step schedule drops the rate.
-    #[allow(dead_code)] // used by the trainer (issue 8)
     pub fn drop_epochs(&self) -> Vec<usize> {
         if !self.optim.drop_epochs.is_empty() {
             return self.optim.drop_epochs.clone();
@@ -475,84 +536,30 @@ impl Config {
     }
 }
 
-/// The folder of presets shipped with the project.
-pub fn presets_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
+/// A serialisable value as a TOML tree.
+fn toml_value<T: Serialize>(v: &T) -> Result<toml::Value> {
+    toml::Value::try_from(v).map_err(TrainError::from)
 }
 
-/// Every preset name (`dataset/row`), sorted.
-pub fn preset_names() -> Result<Vec<String>> {
-    let mut names = Vec::new();
-    let root = presets_dir();
-    for dataset in
-        std::fs::read_dir(&root).with_context(|| format!("reading {}", root.display()))?
-    {
-        let dataset = dataset?;
-        if !dataset.file_type()?.is_dir() {
-            continue;
-        }
-        for file in std::fs::read_dir(dataset.path())? {
-            let path = file?.path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                let stem = path.file_stem().unwrap_or_default().to_string_lossy();
-                names.push(format!("{}/{stem}", dataset.file_name().to_string_lossy()));
-            }
-        }
-    }
-    names.sort();
-    Ok(names)
-}
-
-fn preset_path(preset: &str) -> Result<PathBuf> {
-    let direct = PathBuf::from(preset);
-    if direct.is_file() {
-        return Ok(direct);
-    }
-    let named = presets_dir().join(format!("{preset}.toml"));
-    if named.is_file() {
-        return Ok(named);
-    }
-    let names = preset_names().unwrap_or_default();
-    let close: Vec<&String> = names
-        .iter()
-        .filter(|n| n.contains(preset) || preset.contains(n.as_str()))
-        .take(5)
-        .collect();
-    bail!(
-        "no preset `{preset}` (neither a file nor configs/{preset}.toml){}; `ssl config list` \
-         shows all",
-        if close.is_empty() {
-            String::new()
-        } else {
-            format!(": did you mean {close:?}?")
-        }
-    )
-}
-
-/// Applies `a.b.c=value` to the merged configuration. Where the key holds
-/// a string the value is taken as written (`run.name=nan` is the name
-/// "nan"); elsewhere it is read as TOML (`3e-3`, `true`, `[1, 2]`).
-fn apply_override(root: &mut toml::Value, item: &str) -> Result<()> {
-    let (key, raw) = item
-        .split_once('=')
-        .with_context(|| format!("--set {item}: expected key=value, e.g. optim.lr=1e-3"))?;
-    let (key, raw) = (key.trim(), raw.trim());
+/// Applies one override to the merged configuration (see [`Override`]).
+fn apply_override(root: &mut toml::Value, o: &Override) -> Result<()> {
+    let (key, raw) = (o.key.as_str(), o.value.as_str());
     let parts: Vec<&str> = key.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
-        bail!("--set {item}: malformed key `{key}`");
+        refuse!("--set {o}: malformed key `{key}`");
     }
     let mut node = root;
     for part in &parts[..parts.len() - 1] {
         let table = node
             .as_table_mut()
-            .with_context(|| format!("--set {item}: `{part}` is not a table"))?;
+            .ok_or_else(|| TrainError::Config(format!("--set {o}: `{part}` is not a table")))?;
         node = table
             .entry(part.to_string())
             .or_insert_with(|| toml::Value::Table(toml::map::Map::new()));
     }
-    let table = node
-        .as_table_mut()
-        .with_context(|| format!("--set {item}: parent of `{key}` is not a table"))?;
+    let table = node.as_table_mut().ok_or_else(|| {
+        TrainError::Config(format!("--set {o}: parent of `{key}` is not a table"))
+    })?;
     let last = parts[parts.len() - 1];
     let as_toml = || {
         toml::from_str::<toml::Value>(&format!("v = {raw}"))

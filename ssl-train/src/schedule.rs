@@ -1,4 +1,5 @@
-//! Learning-rate schedules of SPEC §6.
+//! Learning-rate schedules (the release's `base/train.py` for the small
+//! datasets, `ImageNet/main.py` for ImageNet).
 //!
 //! Small datasets: linear warm-up `lr·(step+1)/warmup` over the first
 //! `warmup_iters` iterations, then ×`drop_factor` at each drop epoch.
@@ -19,6 +20,7 @@ pub struct LrSchedule {
 }
 
 impl LrSchedule {
+    /// The schedule of `optim.*`.
     pub fn from_config(cfg: &Config) -> Self {
         Self {
             base: cfg.optim.lr,
@@ -38,6 +40,7 @@ impl LrSchedule {
         }
     }
 
+    /// The learning rate of global step `step`, in `epoch` (0-based).
     pub fn lr(&self, step: usize, epoch: usize) -> f64 {
         let after_warmup = match self.kind {
             ScheduleName::Step => {

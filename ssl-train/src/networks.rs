@@ -1,34 +1,79 @@
-//! The networks a method trains (SPEC §4): encoder + projection head, and
-//! per method a predictor (BYOL, SimSiam), an EMA target (BYOL) or SwAV
-//! prototypes. Variable names: `encoder.<torchvision name>`, `head.<i>.…`,
+//! The networks a method trains (paper §5; the release's
+//! `base/methods/*.py`): encoder + projection head, and per method a
+//! predictor (BYOL, SimSiam), an EMA target (BYOL) or SwAV prototypes.
+//! Variable names: `encoder.<torchvision name>`, `head.<i>.…`,
 //! `predictor.<i>.…`, `prototypes.weight`.
+//!
+//! The encoder is the configured ResNet, or any [`Backbone`] a caller
+//! brings ([`Networks::with_backbone`]): a tch module mapping an image
+//! batch `[m, 3, H, W]` to features `[m, out_dim]`.
 
-use anyhow::{Context, Result};
+use std::sync::Arc;
+
 use ssl_losses::{Method, MethodOutputs};
 use ssl_models::{
-    Acceleration, AccelerationStatus, BufferUpdate, Depth, EmaTarget, Mlp, ProjectionHeadConfig,
-    Prototypes, ResNet, ResNetConfig, Stem,
+    store_channels_last, Acceleration, AccelerationStatus, BufferUpdate, Depth, EmaTarget, Mlp,
+    ProjectionHeadConfig, Prototypes, ResNet, ResNetConfig, Stem,
 };
 use tch::nn::{self, ModuleT, VarStore};
 use tch::{Device, Tensor};
 
 use crate::config::{Config, DatasetName};
+use crate::error::{Context, Result};
+
+/// An encoder: any tch module from an image batch `[m, 3, H, W]` to
+/// features `[m, out_dim()]`. The ResNets of ssl-models are backbones; so
+/// is a caller's own network.
+pub trait Backbone: ModuleT {
+    /// The feature width the head receives.
+    fn out_dim(&self) -> i64;
+
+    /// The ResNet behind this backbone, if it is one (for the
+    /// throughput options that only ResNets have, such as bf16).
+    fn as_resnet_mut(&mut self) -> Option<&mut ResNet> {
+        None
+    }
+}
+
+impl Backbone for ResNet {
+    fn out_dim(&self) -> i64 {
+        ResNet::out_dim(self)
+    }
+
+    fn as_resnet_mut(&mut self) -> Option<&mut ResNet> {
+        Some(self)
+    }
+}
+
+/// Builds an encoder under a var-store path (`encoder.…`). Called once for
+/// the online network and once more for BYOL's EMA target, so it must
+/// build the same variables each time.
+pub type BackboneBuilder =
+    Arc<dyn Fn(&nn::Path<'_>) -> Result<Box<dyn Backbone>> + Send + Sync + 'static>;
 
 /// The EMA copy of encoder + head (BYOL).
 #[derive(Debug)]
 pub struct Target {
+    /// The EMA weights.
     pub ema: EmaTarget,
-    encoder: ResNet,
+    encoder: Box<dyn Backbone>,
     head: Mlp,
 }
 
+/// Every network a method trains, in one var store.
 #[derive(Debug)]
 pub struct Networks {
+    /// Online parameters and buffers (checkpointed, optimised).
     pub vs: VarStore,
-    pub encoder: ResNet,
+    /// The encoder (its features are what the evaluations measure).
+    pub encoder: Box<dyn Backbone>,
+    /// The projection head.
     pub head: Mlp,
+    /// BYOL's and SimSiam's predictor.
     pub predictor: Option<Mlp>,
+    /// SwAV's prototypes.
     pub prototypes: Option<Prototypes>,
+    /// BYOL's EMA target.
     pub target: Option<Target>,
     /// What `run.channels_last` / `run.bf16` switched on, with notes to log.
     pub acceleration: AccelerationStatus,
@@ -37,12 +82,16 @@ pub struct Networks {
 /// One step's outputs, each `[views, m, d]`.
 #[derive(Debug)]
 pub struct StepOutputs {
+    /// Head outputs.
     pub embeddings: Tensor,
+    /// Predictor outputs (BYOL, SimSiam).
     pub predictions: Option<Tensor>,
+    /// The EMA target's head outputs (BYOL), without gradient.
     pub target_embeddings: Option<Tensor>,
 }
 
 impl StepOutputs {
+    /// The outputs as the method's loss takes them.
     pub fn as_method_outputs<'a>(&'a self, nets: &'a Networks) -> MethodOutputs<'a> {
         MethodOutputs {
             embeddings: &self.embeddings,
@@ -61,11 +110,23 @@ fn stem_for(dataset: DatasetName) -> Stem {
     }
 }
 
-/// Encoder and head under `path` (`encoder.…`, `head.…`).
-fn encoder_and_head(path: &nn::Path<'_>, cfg: &Config) -> Result<(ResNet, Mlp)> {
+/// The configured ResNet (`model.arch`, `model.width`, the dataset's stem)
+/// as a [`BackboneBuilder`].
+pub fn resnet_builder(cfg: &Config) -> Result<BackboneBuilder> {
     let depth = Depth::parse(&cfg.model.arch)?;
     let rcfg = ResNetConfig::new(depth, stem_for(cfg.data.dataset)).with_width(cfg.model.width);
-    let encoder = ResNet::new(&(path / "encoder"), &rcfg)?;
+    Ok(Arc::new(move |path: &nn::Path<'_>| {
+        Ok(Box::new(ResNet::new(path, &rcfg)?) as Box<dyn Backbone>)
+    }))
+}
+
+/// Encoder and head under `path` (`encoder.…`, `head.…`).
+fn encoder_and_head(
+    path: &nn::Path<'_>,
+    cfg: &Config,
+    backbone: &BackboneBuilder,
+) -> Result<(Box<dyn Backbone>, Mlp)> {
+    let encoder = backbone(&(path / "encoder"))?;
     let head = match &cfg.method {
         Method::Simsiam(_) => Mlp::simsiam_head(
             &(path / "head"),
@@ -88,12 +149,18 @@ fn encoder_and_head(path: &nn::Path<'_>, cfg: &Config) -> Result<(ResNet, Mlp)> 
 }
 
 impl Networks {
-    /// Builds every network the method needs, initialised from libtorch's
-    /// RNG (seed it first for repeatable runs).
+    /// Builds every network the method needs around the configured ResNet,
+    /// initialised from libtorch's RNG (seed it first for repeatable runs).
     pub fn new(cfg: &Config, device: Device) -> Result<Self> {
+        Self::with_backbone(cfg, device, &resnet_builder(cfg)?)
+    }
+
+    /// As [`Networks::new`], with the encoder `backbone` builds (the head,
+    /// predictor, target and prototypes follow the config).
+    pub fn with_backbone(cfg: &Config, device: Device, backbone: &BackboneBuilder) -> Result<Self> {
         let vs = VarStore::new(device);
         let root = vs.root();
-        let (encoder, head) = encoder_and_head(&root, cfg)?;
+        let (mut encoder, head) = encoder_and_head(&root, cfg, backbone)?;
         let emb = cfg.model.emb;
         let predictor = match &cfg.method {
             Method::Byol(_) => Some(Mlp::byol_predictor(
@@ -117,15 +184,14 @@ impl Networks {
             channels_last: cfg.run.channels_last,
             bf16: cfg.run.bf16,
         };
-        let mut encoder = encoder;
-        let acceleration = accel.apply(&vs, &mut encoder);
+        let acceleration = accelerate(&accel, &vs, encoder.as_mut());
         let target = if cfg.method.networks().ema_target {
             let (ema, (mut encoder, head)) = EmaTarget::new(&vs, BufferUpdate::Copy, |p| {
-                encoder_and_head(p, cfg)
-                    .map_err(|e| ssl_models::ModelError::Config(format!("{e:#}")))
+                encoder_and_head(p, cfg, backbone)
+                    .map_err(|e| ssl_models::ModelError::Config(e.to_string()))
             })
             .context("building the EMA target")?;
-            accel.apply(ema.var_store(), &mut encoder);
+            accelerate(&accel, ema.var_store(), encoder.as_mut());
             Some(Target { ema, encoder, head })
         } else {
             None
@@ -141,7 +207,7 @@ impl Networks {
         })
     }
 
-    /// The views' forward pass as the reference runs it (winci-ai/CW-RGP,
+    /// The views' forward pass as the release runs it (winci-ai/CW-RGP,
     /// `base/methods/*.py`; the peer baseline's `step` does the same): the
     /// encoder runs once per view, so its BatchNorm statistics are those of
     /// one view's batch (`[self.model(x) for x in samples]`); the head runs
@@ -183,5 +249,33 @@ impl Networks {
             predictions,
             target_embeddings,
         }
+    }
+}
+
+/// The throughput options on any backbone: ResNets take both, another
+/// backbone gets channels-last weights and no bf16 (with a note).
+fn accelerate(
+    accel: &Acceleration,
+    vs: &VarStore,
+    encoder: &mut dyn Backbone,
+) -> AccelerationStatus {
+    if let Some(resnet) = encoder.as_resnet_mut() {
+        return accel.apply(vs, resnet);
+    }
+    let mut notes = Vec::new();
+    if accel.channels_last {
+        store_channels_last(vs);
+        notes.push(format!(
+            "channels-last: convolution weights on {:?} stored NHWC",
+            vs.device()
+        ));
+    }
+    if accel.bf16 {
+        notes.push("bf16: skipped, the encoder is not one of ssl-models' ResNets".into());
+    }
+    AccelerationStatus {
+        channels_last: accel.channels_last,
+        bf16: false,
+        notes,
     }
 }

@@ -1,4 +1,4 @@
-//! Data-parallel training (`--dist`): the trainer's side of ssl-dist.
+//! Data-parallel training: the trainer's side of ssl-dist.
 //!
 //! Every rank builds the same networks (same seed), takes rank 0's
 //! parameters and buffers, reads its shard of every epoch with
@@ -11,112 +11,22 @@
 //! is the mean over the ranks (so a non-finite loss on any rank stops every
 //! rank at the same step); every rank resumes from the checkpoint.
 //!
-//! The communicator of the process lives here (set once by `ssl train`),
-//! so the trainer reaches it without threading it through every call.
+//! The communicator is the caller's ([`crate::TrainerBuilder::dist`]): this
+//! crate never starts or ends a backend.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
-use clap::Args;
-use ssl_dist::{broadcast_tensors, checksum, Backend, Communicator, Dist, GradSync};
+use ssl_dist::{broadcast_tensors, checksum, Communicator, Dist, GradSync};
 use ssl_models::Optimizer;
 use tch::{Device, Tensor};
 
 use crate::config::Config;
-
-use super::networks::Networks;
-
-#[derive(Debug, Clone, Args)]
-pub struct DistArgs {
-    /// Data-parallel backend: mpi (CPU processes under `mpirun -np N`), nccl
-    /// (one GPU per rank, torchrun-style RANK/WORLD_SIZE/MASTER_ADDR), auto
-    /// (mpi under mpirun, nccl under torchrun with CUDA), or none.
-    #[arg(long, default_value = "auto", value_name = "BACKEND")]
-    pub dist: String,
-    /// Seconds a collective (or the NCCL rendezvous) may wait for the other
-    /// ranks before the job is ended with an error naming the call.
-    #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
-    pub dist_timeout: f64,
-}
-
-static CURRENT: Mutex<Option<Arc<Dist>>> = Mutex::new(None);
-
-/// The communicator of this process (one process unless `init` ran).
-pub fn current() -> Arc<Dist> {
-    CURRENT
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get_or_insert_with(|| Arc::new(Dist::single()))
-        .clone()
-}
-
-/// Starts the backend `args` name (a no-op for one process).
-pub fn init(args: &DistArgs) -> Result<Arc<Dist>> {
-    let backend: Backend = args.dist.parse().map_err(anyhow::Error::msg)?;
-    if !(args.dist_timeout > 0.0 && args.dist_timeout.is_finite()) {
-        bail!("--dist-timeout {}: expected seconds > 0", args.dist_timeout);
-    }
-    let timeout = Duration::from_secs_f64(args.dist_timeout);
-    let report: ssl_dist::Report = Arc::new(|m| say(format!("error: {m}")));
-    let dist = Arc::new(Dist::init(backend, timeout, report).context("--dist")?);
-    if dist.world_size() > 1 {
-        // One intra-op thread per core share: ranks on one machine would
-        // otherwise oversubscribe it (override with OMP_NUM_THREADS).
-        if std::env::var_os("OMP_NUM_THREADS").is_none() {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let local = local_world();
-            tch::set_num_threads((cores / local).max(1) as i32);
-        }
-        if dist.is_root() {
-            say(format!(
-                "train | data-parallel: {} ranks over {} (timeout {:.0} s)",
-                dist.world_size(),
-                dist.backend(),
-                args.dist_timeout
-            ));
-        }
-    }
-    *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = Some(dist.clone());
-    Ok(dist)
-}
-
-fn local_world() -> usize {
-    ["OMPI_COMM_WORLD_LOCAL_SIZE", "LOCAL_WORLD_SIZE"]
-        .iter()
-        .find_map(|k| std::env::var(k).ok()?.parse().ok())
-        .unwrap_or(1)
-}
-
-/// Ends the backend (MPI_Finalize, NCCL teardown) after a successful run.
-pub fn shutdown() -> Result<()> {
-    let dist = CURRENT.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(d) = dist {
-        if d.world_size() > 1 {
-            d.barrier_untimed()?;
-        }
-        drop(d);
-    }
-    Ok(())
-}
-
-/// Ends the whole job after an error on this rank: the message, then
-/// `MPI_Abort` / `ncclCommAbort`, so the other ranks do not wait forever.
-pub fn abort_on_error(err: &anyhow::Error) {
-    let d = current();
-    if d.world_size() > 1 {
-        let mut text = format!("error (rank {} of {}): {err}", d.rank(), d.world_size());
-        for cause in err.chain().skip(1) {
-            text.push_str(&format!("\n  caused by: {cause}"));
-        }
-        say(text);
-        d.abort(ssl_dist::ABORT_CODE);
-    }
-}
+use crate::error::{bail, Context, Result};
+use crate::networks::Networks;
 
 /// The device of this rank: `cuda:LOCAL_RANK` under NCCL, else `device`.
-pub fn rank_device(device: Device) -> Device {
-    match current().device() {
+pub fn rank_device(dist: &Dist, device: Device) -> Device {
+    match dist.device() {
         Device::Cuda(i) => Device::Cuda(i),
         _ => device,
     }
@@ -124,8 +34,8 @@ pub fn rank_device(device: Device) -> Device {
 
 /// This rank's share of the global batch; fails when the ranks cannot
 /// split it evenly (or a whitening sub-batch would straddle ranks).
-pub fn per_rank_batch(cfg: &Config) -> Result<i64> {
-    let p = current().world_size() as i64;
+pub fn per_rank_batch(cfg: &Config, world_size: usize) -> Result<i64> {
+    let p = world_size as i64;
     let b = cfg.data.batch_size;
     if p == 1 {
         return Ok(b);
@@ -150,8 +60,7 @@ pub fn per_rank_batch(cfg: &Config) -> Result<i64> {
 }
 
 /// The loader shard of this rank.
-pub fn shard() -> ssl_data::Shard {
-    let d = current();
+pub fn shard(d: &Dist) -> ssl_data::Shard {
     ssl_data::Shard {
         rank: d.rank(),
         count: d.world_size(),
@@ -182,14 +91,14 @@ pub struct DataParallel {
     sync: Option<GradSync>,
     params: Vec<Tensor>,
     check_params: bool,
-    fail_at: Option<(usize, usize)>,
 }
 
 impl DataParallel {
     /// Takes rank 0's state (after a resume too) and plans the gradient
-    /// buckets of `nets`' trainable parameters.
-    pub fn new(nets: &Networks) -> Result<Self> {
-        let dist = current();
+    /// buckets of `nets`' trainable parameters. `check_params` compares
+    /// the parameters of all ranks after every step (a test of the
+    /// data-parallel contract; one broadcast of a checksum per step).
+    pub fn new(dist: Arc<Dist>, nets: &Networks, check_params: bool) -> Result<Self> {
         let mut trainable: Vec<(String, Tensor)> = nets
             .vs
             .variables()
@@ -208,20 +117,11 @@ impl DataParallel {
         } else {
             None
         };
-        // Test hooks: SSL_DIST_CHECK_PARAMS=1 compares the parameters of all
-        // ranks after every step; SSL_DIST_FAIL_AT=RANK:STEP makes that rank
-        // die (exit 3, no goodbye) after that step, as a crash would.
-        let check_params = std::env::var("SSL_DIST_CHECK_PARAMS").is_ok_and(|v| v == "1");
-        let fail_at = std::env::var("SSL_DIST_FAIL_AT").ok().and_then(|v| {
-            let (r, s) = v.split_once(':')?;
-            Some((r.parse().ok()?, s.parse().ok()?))
-        });
         Ok(Self {
             dist,
             sync,
             params,
             check_params,
-            fail_at,
         })
     }
 
@@ -245,12 +145,24 @@ impl DataParallel {
         Ok(f64::from(buf[0]) / self.dist.world_size() as f64)
     }
 
+    /// This rank and the world size.
+    pub fn rank(&self) -> (usize, usize) {
+        (self.dist.rank(), self.dist.world_size())
+    }
+
     /// Backward, gradient averaging over the ranks, optimiser step. With
-    /// one process this is exactly `opt.backward_step(loss)`.
-    pub fn backward_step(&mut self, opt: &mut Optimizer, loss: &Tensor, step: usize) -> Result<()> {
+    /// one process this is exactly `opt.backward_step(loss)`. Returns a
+    /// note when the parameter check ran and should be reported (every
+    /// rank after the first step, rank 0 after every step).
+    pub fn backward_step(
+        &mut self,
+        opt: &mut Optimizer,
+        loss: &Tensor,
+        step: usize,
+    ) -> Result<Option<String>> {
         let Some(sync) = self.sync.as_mut() else {
             opt.backward_step(loss);
-            return Ok(());
+            return Ok(None);
         };
         self.dist.set_context(format!("step {step}"));
         opt.zero_grad();
@@ -269,25 +181,13 @@ impl DataParallel {
                 );
             }
             if step == 0 || self.is_root() {
-                // One write per line: mpirun interleaves the ranks' output
-                // write by write.
-                let line = format!(
-                    "train | rank {}: parameters identical to rank 0's after step {step} \
-                     ({mine:016x})\n",
+                return Ok(Some(format!(
+                    "rank {}: parameters identical to rank 0's after step {step} ({mine:016x})",
                     self.dist.rank()
-                );
-                let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+                )));
             }
         }
-        if self.fail_at == Some((self.dist.rank(), step + 1)) {
-            say(format!(
-                "rank {}: SSL_DIST_FAIL_AT: dying after step {}",
-                self.dist.rank(),
-                step + 1
-            ));
-            std::process::exit(3);
-        }
-        Ok(())
+        Ok(None)
     }
 
     /// Whether any rank was interrupted (Ctrl-C): all ranks stop together.
@@ -308,14 +208,6 @@ impl DataParallel {
         }
         Ok(())
     }
-}
-
-/// One line (or block) to stderr in a single write: stderr is unbuffered
-/// and `eprintln!` writes piece by piece, which mpirun interleaves with the
-/// other ranks' output.
-fn say(mut text: String) {
-    text.push('\n');
-    let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
 }
 
 #[cfg(test)]

@@ -4,15 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use ssl_models::checkpoint::{load_checkpoint, metadata_path, CheckpointMetadata};
 use tch::Device;
 
 use crate::config::Config;
-use crate::train::checkpoint_path;
-use crate::train::networks::Networks;
+use crate::error::{bail, Context, Result};
+use crate::networks::Networks;
+use crate::trainer::checkpoint_path;
 
 /// A run restored from its checkpoint.
+#[derive(Debug)]
 pub struct Restored {
     /// The checkpoint file that was read.
     pub checkpoint: PathBuf,

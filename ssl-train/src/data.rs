@@ -1,11 +1,12 @@
-//! The three splits of SPEC §5 for a configured dataset: the SSL split
-//! (augmented views), the classifier split and the test split (evaluation
-//! transform), read from where `cargo xtask download` puts them.
+//! The splits a run reads: the SSL split (augmented views) and, for the
+//! evaluations, a labelled classifier split and test split (evaluation
+//! transform). [`open_splits`] reads a configured dataset from where
+//! `cargo xtask download` puts it (the splits of the paper §5); a caller
+//! brings its own data with [`Splits::custom`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
 use ssl_data::{
     open_synthetic, open_tiny_imagenet, write_synthetic_cifar, CifarBinary, CifarKind, CifarSplit,
     DataError, Dataset, DatasetKind, ImageFolder, Loader, LoaderConfig, Pipeline, Sample, Stl10,
@@ -14,6 +15,8 @@ use ssl_data::{
 use tch::{Device, Tensor};
 
 use crate::config::{Config, DatasetName};
+use crate::data_parallel::per_rank_batch;
+use crate::error::{bail, Context, Result, TrainError};
 
 /// Any reader behind one type, so one loader type serves every dataset.
 #[derive(Debug)]
@@ -28,7 +31,8 @@ pub trait DatasetDebug: Dataset + std::fmt::Debug {}
 impl<T: Dataset + std::fmt::Debug> DatasetDebug for T {}
 
 impl AnyDataset {
-    fn new(inner: impl DatasetDebug + 'static, limit: usize) -> Self {
+    /// `inner`, of which only the first `limit` samples are used (0 = all).
+    pub fn new(inner: impl DatasetDebug + 'static, limit: usize) -> Self {
         Self {
             inner: Box::new(inner),
             limit,
@@ -51,15 +55,82 @@ impl Dataset for AnyDataset {
     }
 }
 
+/// The splits of a run and their transforms.
 #[derive(Debug)]
 pub struct Splits {
+    /// What self-supervised training reads (labels unused).
     pub ssl: Arc<AnyDataset>,
-    pub classifier: Arc<AnyDataset>,
-    pub test: Arc<AnyDataset>,
-    pub kind: DatasetKind,
+    /// The labelled splits the evaluations read, if any.
+    pub labelled: Option<Labelled>,
+    /// The augmentation recipe of the SSL views.
+    pub ssl_pipeline: Pipeline,
+    /// The evaluation transform (classifier and test splits).
+    pub eval_pipeline: Pipeline,
+    /// Which of the paper's datasets this is (`None`: a caller's own data).
+    pub kind: Option<DatasetKind>,
 }
 
-fn missing(dataset: DatasetName, dir: &Path, root: &Path) -> anyhow::Error {
+/// The labelled splits of the evaluations.
+#[derive(Debug, Clone)]
+pub struct Labelled {
+    /// What the k-NN and linear classifiers are fitted on.
+    pub classifier: Arc<AnyDataset>,
+    /// What they are scored on.
+    pub test: Arc<AnyDataset>,
+}
+
+impl Splits {
+    /// A caller's own data: `ssl` for training, `labelled` (classifier,
+    /// test) for the evaluations or `None` to skip them, and the two
+    /// transforms (e.g. [`Pipeline::ssl_small`] and [`Pipeline::eval`] of
+    /// the dataset kind closest to the images).
+    pub fn custom(
+        ssl: impl DatasetDebug + 'static,
+        labelled: Option<(AnyDataset, AnyDataset)>,
+        ssl_pipeline: Pipeline,
+        eval_pipeline: Pipeline,
+    ) -> Self {
+        Self {
+            ssl: Arc::new(AnyDataset::new(ssl, 0)),
+            labelled: labelled.map(|(classifier, test)| Labelled {
+                classifier: Arc::new(classifier),
+                test: Arc::new(test),
+            }),
+            ssl_pipeline,
+            eval_pipeline,
+            kind: None,
+        }
+    }
+
+    fn paper(
+        ssl: Arc<AnyDataset>,
+        classifier: Arc<AnyDataset>,
+        test: Arc<AnyDataset>,
+        kind: DatasetKind,
+    ) -> Self {
+        Self {
+            ssl,
+            labelled: Some(Labelled { classifier, test }),
+            ssl_pipeline: match kind {
+                DatasetKind::ImageNet => Pipeline::ssl_imagenet(),
+                k => Pipeline::ssl_small(k),
+            },
+            eval_pipeline: Pipeline::eval(kind),
+            kind: Some(kind),
+        }
+    }
+
+    /// The labelled splits, or an error saying there are none.
+    pub fn labelled(&self) -> Result<&Labelled> {
+        self.labelled.as_ref().ok_or_else(|| {
+            TrainError::Invalid(
+                "this run has no labelled evaluation split (classifier + test)".into(),
+            )
+        })
+    }
+}
+
+fn missing(dataset: DatasetName, dir: &Path, root: &Path) -> TrainError {
     let fetch = match dataset {
         DatasetName::Imagenet => format!(
             "ImageNet needs an account: place it as {}/train/<wnid>/*.JPEG and val/<wnid>/*.JPEG, \
@@ -72,11 +143,11 @@ fn missing(dataset: DatasetName, dir: &Path, root: &Path) -> anyhow::Error {
             root.display()
         ),
     };
-    anyhow::anyhow!(
+    TrainError::Invalid(format!(
         "dataset {dataset} not found at {} (data.path = {}): {fetch}",
         dir.display(),
         root.display()
-    )
+    ))
 }
 
 /// The synthetic dataset of the demo and the tests, written once (CIFAR
@@ -85,6 +156,8 @@ pub fn synthetic_dir(root: &Path) -> PathBuf {
     root.join("synthetic-cifar")
 }
 
+/// The splits of the configured dataset (`data.dataset`, `data.path`,
+/// `data.subset`); the synthetic dataset is written on first use.
 pub fn open_splits(cfg: &Config) -> Result<Splits> {
     let root = &cfg.data.path;
     let limit = cfg.data.subset;
@@ -112,12 +185,8 @@ pub fn open_splits(cfg: &Config) -> Result<Splits> {
                 CifarBinary::open(&dir, kind, split).with_context(|| format!("opening {ds}"))
             };
             let train = Arc::new(AnyDataset::new(open(CifarSplit::Train)?, limit));
-            Splits {
-                ssl: train.clone(),
-                classifier: train,
-                test: Arc::new(AnyDataset::new(open(CifarSplit::Test)?, 0)),
-                kind: dkind,
-            }
+            let test = Arc::new(AnyDataset::new(open(CifarSplit::Test)?, 0));
+            Splits::paper(train.clone(), train, test, dkind)
         }
         DatasetName::Synthetic => {
             let dir = synthetic_dir(root);
@@ -133,15 +202,11 @@ pub fn open_splits(cfg: &Config) -> Result<Splits> {
                 open_synthetic(&dir, &sc, CifarSplit::Train)?,
                 limit,
             ));
-            Splits {
-                ssl: train.clone(),
-                classifier: train,
-                test: Arc::new(AnyDataset::new(
-                    open_synthetic(&dir, &sc, CifarSplit::Test)?,
-                    0,
-                )),
-                kind: DatasetKind::Cifar10,
-            }
+            let test = Arc::new(AnyDataset::new(
+                open_synthetic(&dir, &sc, CifarSplit::Test)?,
+                0,
+            ));
+            Splits::paper(train.clone(), train, test, DatasetKind::Cifar10)
         }
         DatasetName::Stl10 => {
             let dir = root.join("stl10_binary");
@@ -149,12 +214,12 @@ pub fn open_splits(cfg: &Config) -> Result<Splits> {
                 return Err(missing(ds, &dir, root));
             }
             let open = |split| Stl10::open(&dir, split).with_context(|| format!("opening {ds}"));
-            Splits {
-                ssl: Arc::new(AnyDataset::new(open(Stl10Split::TrainUnlabeled)?, limit)),
-                classifier: Arc::new(AnyDataset::new(open(Stl10Split::Train)?, 0)),
-                test: Arc::new(AnyDataset::new(open(Stl10Split::Test)?, 0)),
-                kind: DatasetKind::Stl10,
-            }
+            Splits::paper(
+                Arc::new(AnyDataset::new(open(Stl10Split::TrainUnlabeled)?, limit)),
+                Arc::new(AnyDataset::new(open(Stl10Split::Train)?, 0)),
+                Arc::new(AnyDataset::new(open(Stl10Split::Test)?, 0)),
+                DatasetKind::Stl10,
+            )
         }
         DatasetName::TinyImagenet => {
             let dir = root.join("tiny-imagenet-200");
@@ -164,12 +229,8 @@ pub fn open_splits(cfg: &Config) -> Result<Splits> {
             let open =
                 |split| open_tiny_imagenet(&dir, split).with_context(|| format!("opening {ds}"));
             let train = Arc::new(AnyDataset::new(open(TinyImageNetSplit::Train)?, limit));
-            Splits {
-                ssl: train.clone(),
-                classifier: train,
-                test: Arc::new(AnyDataset::new(open(TinyImageNetSplit::Val)?, 0)),
-                kind: DatasetKind::TinyImageNet,
-            }
+            let test = Arc::new(AnyDataset::new(open(TinyImageNetSplit::Val)?, 0));
+            Splits::paper(train.clone(), train, test, DatasetKind::TinyImageNet)
         }
         DatasetName::Imagenet => {
             if !root.join("train").is_dir() {
@@ -180,12 +241,8 @@ pub fn open_splits(cfg: &Config) -> Result<Splits> {
                     .with_context(|| format!("opening {ds} {split}"))
             };
             let train = Arc::new(AnyDataset::new(open("train")?, limit));
-            Splits {
-                ssl: train.clone(),
-                classifier: train,
-                test: Arc::new(AnyDataset::new(open("val")?, 0)),
-                kind: DatasetKind::ImageNet,
-            }
+            let test = Arc::new(AnyDataset::new(open("val")?, 0));
+            Splits::paper(train.clone(), train, test, DatasetKind::ImageNet)
         }
     })
 }
@@ -197,21 +254,22 @@ fn threads(cfg: &Config) -> usize {
     }
 }
 
-/// The SSL loader: shuffled, drop-last, `views` augmented views.
-pub fn ssl_loader(cfg: &Config, splits: &Splits, device: Device) -> Result<Loader<AnyDataset>> {
-    let pipeline = match splits.kind {
-        DatasetKind::ImageNet => Pipeline::ssl_imagenet(),
-        k => Pipeline::ssl_small(k),
-    };
-    // Data-parallel: this rank's share of the global batch, from its shard.
+/// The SSL loader: shuffled, drop-last, `views` augmented views; with
+/// several ranks, this rank's `shard` with its share of the global batch.
+pub fn ssl_loader(
+    cfg: &Config,
+    splits: &Splits,
+    device: Device,
+    shard: ssl_data::Shard,
+) -> Result<Loader<AnyDataset>> {
     let mut lc = LoaderConfig::new(
-        super::dist::per_rank_batch(cfg)? as usize,
+        per_rank_batch(cfg, shard.count)? as usize,
         cfg.data.views as usize,
         cfg.run.seed,
     );
     lc.threads = threads(cfg);
     lc.device = device;
-    lc.shard = super::dist::shard();
+    lc.shard = shard;
     if splits.ssl.len() < lc.batch_size {
         bail!(
             "data.batch_size = {} is larger than the SSL split ({} images)",
@@ -219,7 +277,11 @@ pub fn ssl_loader(cfg: &Config, splits: &Splits, device: Device) -> Result<Loade
             splits.ssl.len()
         );
     }
-    Ok(Loader::new(splits.ssl.clone(), pipeline, lc)?)
+    Ok(Loader::new(
+        splits.ssl.clone(),
+        splits.ssl_pipeline.clone(),
+        lc,
+    )?)
 }
 
 /// Features of a split under the evaluation transform, in dataset order,
@@ -227,7 +289,7 @@ pub fn ssl_loader(cfg: &Config, splits: &Splits, device: Device) -> Result<Loade
 pub fn split_features(
     cfg: &Config,
     dataset: &Arc<AnyDataset>,
-    kind: DatasetKind,
+    pipeline: &Pipeline,
     device: Device,
     encode: impl FnMut(&Tensor) -> Tensor,
     what: &str,
@@ -237,7 +299,7 @@ pub fn split_features(
     lc.shuffle = false;
     lc.drop_last = false;
     lc.device = device;
-    let loader = Loader::new(dataset.clone(), Pipeline::eval(kind), lc)?;
+    let loader = Loader::new(dataset.clone(), pipeline.clone(), lc)?;
     let mut failure = None;
     let batches = loader.epoch(0).map_while(|b| match b {
         Ok(mut b) => Some((b.views.remove(0), b.labels)),

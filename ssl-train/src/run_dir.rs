@@ -9,11 +9,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-/// One logged record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+use crate::error::{Context, Result};
+
+/// One logged record (a line of `metrics.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Record {
     Step {
@@ -33,36 +34,30 @@ pub enum Record {
     },
 }
 
+/// An open run directory: the trainer appends its records here.
 #[derive(Debug)]
 pub struct RunDir {
     pub path: PathBuf,
-    jsonl: File,
+    /// `None` when muted.
+    jsonl: Option<File>,
     records: Vec<Record>,
-    /// Data-parallel ranks other than 0 write nothing.
-    muted: bool,
 }
 
-/// Writes `bytes` to `path` atomically (temporary file in the same folder, then rename).
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
-    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+/// Writes `bytes` to `path` atomically and durably ([`ssl_files::write_atomic`]).
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    Ok(ssl_files::write_atomic(path, bytes)?)
 }
 
 impl RunDir {
     /// Opens (creating) `path`, writes `config.toml`, and appends to an
-    /// existing `metrics.jsonl` when resuming.
-    pub fn open(path: &Path, config_toml: &str, resume: bool) -> Result<Self> {
-        if !super::dist::current().is_root() {
+    /// existing `metrics.jsonl` when resuming. A `muted` run directory
+    /// (data-parallel ranks other than 0) writes nothing.
+    pub fn open(path: &Path, config_toml: &str, resume: bool, muted: bool) -> Result<Self> {
+        if muted {
             return Ok(Self {
                 path: path.to_path_buf(),
-                jsonl: File::create("/dev/null")?,
+                jsonl: None,
                 records: Vec::new(),
-                muted: true,
             });
         }
         fs::create_dir_all(path)
@@ -77,14 +72,10 @@ impl RunDir {
             .truncate(!resume)
             .open(&jsonl_path)
             .with_context(|| format!("opening {}", jsonl_path.display()))?;
-        let jsonl = jsonl_file;
+        let jsonl = Some(jsonl_file);
         // On resume the CSV is rebuilt from every complete earlier line.
         let records = if resume {
-            fs::read_to_string(&jsonl_path)
-                .unwrap_or_default()
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect()
+            crate::records::parse_records(&fs::read_to_string(&jsonl_path).unwrap_or_default())
         } else {
             Vec::new()
         };
@@ -92,17 +83,17 @@ impl RunDir {
             path: path.to_path_buf(),
             jsonl,
             records,
-            muted: false,
         })
     }
 
+    /// Appends `record` to `metrics.jsonl` (flushed) and rewrites `metrics.csv`.
     pub fn log(&mut self, record: Record) -> Result<()> {
-        if self.muted {
+        let Some(jsonl) = self.jsonl.as_mut() else {
             return Ok(());
-        }
+        };
         let line = serde_json::to_string(&record)?;
-        writeln!(self.jsonl, "{line}")?;
-        self.jsonl.flush()?;
+        writeln!(jsonl, "{line}")?;
+        jsonl.flush()?;
         self.records.push(record);
         self.write_csv()
     }

@@ -1,5 +1,5 @@
 //! What a run directory shows a person: `plots/` (loss, accuracy and the
-//! embedding spectrum, SVG + PNG) and, at the end, `results.json`.
+//! embedding spectrum, SVG + PNG), drawn from the records ssl-train writes.
 //!
 //! The loss and accuracy plots are redrawn from `metrics.jsonl` (every
 //! complete line, earlier sessions of a resumed run included); the spectrum
@@ -10,41 +10,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use ssl_train::records::{read_records, spectrum_path, Spectrum};
+use ssl_train::Record;
 
-use super::run_dir::{atomic_write, Record};
 use crate::plot::{LineChart, Series};
-
-/// The spectrum of the test features at one evaluation (`spectrum.json`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Spectrum {
-    pub epoch: usize,
-    /// Which output was evaluated: `encoder` or `head`.
-    pub representation: String,
-    /// Singular values of the `[n, d]` test feature matrix, descending.
-    pub singular_values: Vec<f64>,
-    /// Eigenvalues of the features' covariance, descending.
-    pub covariance_eigenvalues: Vec<f64>,
-}
-
-pub fn spectrum_path(run_dir: &Path) -> PathBuf {
-    run_dir.join("spectrum.json")
-}
-
-pub fn save_spectrum(run_dir: &Path, s: &Spectrum) -> Result<()> {
-    atomic_write(&spectrum_path(run_dir), &serde_json::to_vec_pretty(s)?)
-}
-
-/// Every complete record of `metrics.jsonl` (a torn last line is skipped).
-pub fn read_records(run_dir: &Path) -> Result<Vec<Record>> {
-    let path = run_dir.join("metrics.jsonl");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
-}
 
 /// Exponential moving average with the bias correction of Adam's moments,
 /// so the first points are not pulled towards zero.
@@ -172,121 +141,10 @@ pub fn write_plots_or_warn(run_dir: &Path) {
     }
 }
 
-/// `results.json`: where a run ended and what its last evaluation measured.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunResults {
-    pub run: String,
-    pub method: String,
-    pub dataset: String,
-    /// `true` when the run stopped before `optim.epochs` (Ctrl-C).
-    pub interrupted: bool,
-    pub epochs: usize,
-    pub epochs_planned: usize,
-    pub steps: usize,
-    /// Seconds of wall time over the sessions of the run (a resumed run
-    /// adds its own to what the earlier session's `results.json` held).
-    pub wall_time_s: f64,
-    /// The epoch of the last evaluation, if any.
-    pub eval_epoch: Option<usize>,
-    pub knn_top1: Option<f64>,
-    /// k-NN top-5 (only the weighted-cosine vote has one; the reference
-    /// majority vote does not).
-    pub knn_top5: Option<f64>,
-    pub linear_top1: Option<f64>,
-    pub linear_top5: Option<f64>,
-    pub normalised_stable_rank: Option<f64>,
-    pub final_loss: Option<f64>,
-}
-
-pub fn results_path(run_dir: &Path) -> PathBuf {
-    run_dir.join("results.json")
-}
-
-/// Writes `results.json` atomically.
-pub fn save_results(run_dir: &Path, r: &RunResults) -> Result<()> {
-    atomic_write(&results_path(run_dir), &serde_json::to_vec_pretty(r)?)
-}
-
-/// The wall time an earlier session of this run recorded, for resumed runs.
-pub fn previous_wall_time(run_dir: &Path) -> f64 {
-    std::fs::read(results_path(run_dir))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<RunResults>(&b).ok())
-        .map_or(0.0, |r| r.wall_time_s)
-}
-
-/// The results of a run from its metrics: the last evaluation and the
-/// last logged loss in `metrics.jsonl` (earlier sessions included).
-pub fn run_results(
-    run_dir: &Path,
-    cfg: &crate::config::Config,
-    outcome: &super::TrainOutcome,
-    wall_time_s: f64,
-) -> Result<RunResults> {
-    let records = read_records(run_dir)?;
-    let last_eval = records.iter().rev().find_map(|r| match r {
-        Record::Eval {
-            epoch,
-            knn_top1,
-            linear_top1,
-            linear_top5,
-            normalised_stable_rank,
-            ..
-        } => Some((
-            *epoch,
-            *knn_top1,
-            *linear_top1,
-            *linear_top5,
-            *normalised_stable_rank,
-        )),
-        _ => None,
-    });
-    let last_loss = records.iter().rev().find_map(|r| match r {
-        Record::Step { loss, .. } => Some(*loss),
-        _ => None,
-    });
-    Ok(RunResults {
-        run: cfg.run.name.clone(),
-        method: cfg.method.name().to_string(),
-        dataset: cfg.data.dataset.to_string(),
-        interrupted: outcome.interrupted,
-        epochs: outcome.epochs_done,
-        epochs_planned: cfg.optim.epochs,
-        steps: outcome.steps_done,
-        wall_time_s,
-        eval_epoch: last_eval.map(|e| e.0),
-        knn_top1: last_eval.map(|e| e.1).filter(|v| v.is_finite()),
-        knn_top5: None,
-        linear_top1: last_eval.and_then(|e| e.2),
-        linear_top5: last_eval.and_then(|e| e.3),
-        normalised_stable_rank: last_eval.map(|e| e.4),
-        final_loss: outcome.last_loss.or(last_loss),
-    })
-}
-
-/// The end of a session (finished, interrupted or stopped by a non-finite
-/// loss): plots and `results.json`. Failures are warnings: the checkpoint
-/// is already safe and the run must end the way it was going to.
-pub fn finish(
-    run_dir: &Path,
-    cfg: &crate::config::Config,
-    outcome: &super::TrainOutcome,
-    wall_time_s: f64,
-) {
-    write_plots_or_warn(run_dir);
-    if let Err(e) =
-        run_results(run_dir, cfg, outcome, wall_time_s).and_then(|r| save_results(run_dir, &r))
-    {
-        eprintln!(
-            "warning: could not write {}: {e:#}",
-            results_path(run_dir).display()
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ssl_train::records::save_spectrum;
 
     #[test]
     fn smoothing_is_unbiased_on_a_constant() {
