@@ -1,7 +1,7 @@
-//! CIFAR-10 and CIFAR-100 binary batches (SPEC §5): each record is the label
-//! byte(s) — CIFAR-100: coarse then fine — followed by the R, G and B planes
-//! of a `side × side` image (`side` = 32 for the published data; the
-//! synthetic generator writes other sides in the same layout).
+//! CIFAR-10 and CIFAR-100 binary batches (`docs/reference.md` §5.5): each
+//! record is the label byte(s) — CIFAR-100: coarse then fine — followed by the
+//! R, G and B planes of a `side × side` image (`side` = 32 for the published
+//! data; the synthetic generator writes other sides in the same layout).
 
 use std::path::{Path, PathBuf};
 

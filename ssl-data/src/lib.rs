@@ -1,12 +1,13 @@
-//! Datasets, synthetic data, torchvision-semantics augmentation and a
-//! parallel deterministic loader for self-supervised learning (SPEC §5).
+//! Datasets, synthetic data, torchvision-semantics augmentation and a parallel
+//! deterministic loader for self-supervised learning (`docs/reference.md` §5).
 //!
 //! - Readers for the formats users download: [`cifar`] (CIFAR-10/100 binary),
 //!   [`stl10`], [`tiny_imagenet`], [`image_folder`] (ImageNet-style folders).
 //!   Binary files are memory-mapped, image files decoded on access.
 //! - [`synthetic`]: a learnable, class-structured dataset written in CIFAR format.
 //! - [`augment`]: the transforms of the published pipeline, matching
-//!   torchvision on PIL images, and the SPEC §5 recipes ([`Pipeline`]).
+//!   torchvision on PIL images, and the recipes of `docs/reference.md`
+//!   §5.2–§5.4 ([`Pipeline`]).
 //! - [`loader`]: shuffled multi-view batches as tch tensors, identical for
 //!   any thread count.
 //!

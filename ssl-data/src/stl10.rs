@@ -1,6 +1,7 @@
-//! STL-10 binary files (SPEC §5): `*_X.bin` holds 96×96×3 uint8 images, each
-//! as three column-major planes (byte `c·96² + x·96 + y` is channel `c` of
-//! column `x`, row `y`); `*_y.bin` one label byte per image in `1..=10`.
+//! STL-10 binary files (`docs/reference.md` §5.5): `*_X.bin` holds 96×96×3
+//! uint8 images, each as three column-major planes (byte `c·96² + x·96 + y` is
+//! channel `c` of column `x`, row `y`); `*_y.bin` one label byte per image in
+//! `1..=10`.
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
-//! Tiny-ImageNet-200 as unpacked from `tiny-imagenet-200.zip` (SPEC §5):
-//! `wnids.txt` (200 WordNet ids), `train/<wnid>/images/*.JPEG`,
-//! `val/images/*.JPEG` labelled by `val/val_annotations.txt`
-//! (`file<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1`).
+//! Tiny-ImageNet-200 as unpacked from `tiny-imagenet-200.zip`
+//! (`docs/reference.md` §5.5): `wnids.txt` (200 WordNet ids),
+//! `train/<wnid>/images/*.JPEG`, `val/images/*.JPEG` labelled by
+//! `val/val_annotations.txt` (`file<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1`).
 //!
 //! Labels are the index of the wnid in sorted order, which is what
 //! torchvision's `ImageFolder` gives over `train/`.

@@ -1,7 +1,7 @@
-//! The readers on files written here in the distribution formats (SPEC §5):
-//! the images and labels come back exactly, and a truncated file, a bad
-//! label, a count mismatch, an unknown wnid or an undecodable image are
-//! errors naming the file and the offset or entry.
+//! The readers on files written here in the distribution formats
+//! (`docs/reference.md` §5.5): the images and labels come back exactly, and a
+//! truncated file, a bad label, a count mismatch, an unknown wnid or an
+//! undecodable image are errors naming the file and the offset or entry.
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
-//! Collapse diagnostics over a set of features (SPEC §7 and the paper's
-//! analyses 1–3, SPEC §9): the spectrum and ranks from whitening-core, and
-//! the mean cosine similarity within and across classes.
+//! Collapse diagnostics over a set of features (`docs/reference.md` §7.5 and
+//! the paper's analyses, §9.1–§9.3): the spectrum and ranks from
+//! whitening-core, and the mean cosine similarity within and across classes.
 //!
 //! With `u_i = x_i / ‖x_i‖` and class sums `S_c = Σ_{i∈c} u_i` (`n_c` rows):
 //! - intra-class: `1/|C'| Σ_{c∈C'} (‖S_c‖² − Σ_{i∈c}‖u_i‖²) / (n_c(n_c − 1))`

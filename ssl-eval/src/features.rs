@@ -1,10 +1,12 @@
-//! Feature extraction (SPEC §7): the frozen network's output for every
-//! example of a split, gathered into one `[n, d]` tensor with its labels.
+//! Feature extraction (`docs/reference.md` §7.1): the frozen network's output
+//! for every example of a split, gathered into one `[n, d]` tensor with its
+//! labels.
 //!
 //! What "the network" is stays with the caller, which is how the paper's
-//! analysis 2 (SPEC §9) compares representations: pass the encoder for the
-//! encoder output `h`, a closure `|x| head.forward_t(&encoder.forward_t(x,
-//! false), false)` for the embedding `z`, or one that also whitens for `Ẑ`.
+//! analysis of the whitened output (`docs/reference.md` §9.2) compares
+//! representations: pass the encoder for the encoder output `h`, a closure
+//! `|x| head.forward_t(&encoder.forward_t(x, false), false)` for the
+//! embedding `z`, or one that also whitens for `Ẑ`.
 
 use tch::{Device, Kind, Tensor};
 

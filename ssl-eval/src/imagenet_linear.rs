@@ -1,12 +1,12 @@
-//! The ImageNet linear-classification protocol of Table 2 (SPEC §6, §7):
-//! a linear layer on a frozen encoder, trained on augmented images.
+//! The ImageNet linear-classification protocol of Table 2 (`docs/reference.md`
+//! §7.4): a linear layer on a frozen encoder, trained on augmented images.
 //!
 //! - Frozen encoder, frozen BN: `encoder.forward_t(x, train = false)` under
 //!   `no_grad`, so batch norm uses (and never updates) its running statistics.
-//! - Each training batch goes through the caller's augmentation (SPEC §5:
-//!   RandomResizedCrop(224) + flip) before the encoder; the validation
-//!   batches must already be Resize(256) + CenterCrop(224) + normalise (the
-//!   data loader's evaluation transform).
+//! - Each training batch goes through the caller's augmentation
+//!   (`docs/reference.md` §5.4: RandomResizedCrop(224) + flip) before the
+//!   encoder; the validation batches must already be Resize(256) +
+//!   CenterCrop(224) + normalise (the data loader's evaluation transform).
 //! - SGD (momentum 0.9) or LARS (MoCo v3: trust 0.001, biases excluded),
 //!   weight decay 0, lr `base_lr · batch / 256` (`0.1 · 1024/256`), cosine
 //!   per epoch: epoch `e` of `E` runs at `lr · ½(1 + cos(π e / E))`.
@@ -54,8 +54,9 @@ pub struct ImagenetLinearConfig {
 }
 
 impl ImagenetLinearConfig {
-    /// SPEC §6: 100 epochs, batch 1024, lr 0.1·1024/256, momentum 0.9,
-    /// weight decay 0, SGD, cosine.
+    /// `docs/reference.md` §7.4: 100 epochs, batch 1024, lr 0.1·1024/256,
+    /// momentum 0.9, weight decay 0, SGD, cosine (the published script also
+    /// passes `--lars`: §10).
     pub fn paper() -> Self {
         Self {
             epochs: 100,

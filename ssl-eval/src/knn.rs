@@ -1,4 +1,5 @@
-//! k-nearest-neighbour classification of frozen features (SPEC §7).
+//! k-nearest-neighbour classification of frozen features (`docs/reference.md`
+//! §7.2).
 //!
 //! The reference (W-MSE / CW-RGP `eval_knn`): k = 5, Euclidean distance,
 //! majority vote of the k nearest training labels, ties to the smallest

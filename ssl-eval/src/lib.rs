@@ -1,5 +1,5 @@
-//! ssl-eval: the evaluation protocols of the paper (SPEC §7) and its
-//! collapse diagnostics (SPEC §9).
+//! ssl-eval: the evaluation protocols of the paper (`docs/reference.md` §7)
+//! and its collapse diagnostics (§7.5, §9).
 //!
 //! - [`features`]: run a frozen network over a split, one `[n, d]` tensor out;
 //! - [`knn`]: 5-NN Euclidean majority vote (the reference) or solo-learn's

@@ -1,5 +1,6 @@
-//! The linear classifier of the linear protocols (SPEC §7): `logits = x Wᵀ + b`
-//! under softmax cross-entropy, with its gradient in closed form.
+//! The linear classifier of the linear protocols (`docs/reference.md`
+//! §7.3–§7.4): `logits = x Wᵀ + b` under softmax cross-entropy, with its
+//! gradient in closed form.
 //!
 //! For `P = softmax(x Wᵀ + b)` and one-hot targets `Y` over a batch of `B`
 //! rows, `L = −1/B Σ log P[r, y_r]` has `∂L/∂W = Gᵀ x`, `∂L/∂b = Σ_r G_r`

@@ -1,4 +1,5 @@
-//! The linear probe on frozen features (SPEC §7; W-MSE / CW-RGP `eval_sgd`).
+//! The linear probe on frozen features (`docs/reference.md` §7.3; W-MSE /
+//! CW-RGP `eval_sgd`).
 //!
 //! One linear layer, softmax cross-entropy, `torch.optim.Adam(lr 1e-2,
 //! weight_decay 5e-6)` with `ExponentialLR(γ = (1e-6/1e-2)^(1/500))` stepped
@@ -33,7 +34,8 @@ use crate::results::{LinearProtocol, LinearResult};
 use crate::EvalError;
 use ssl_models::{adam_update_slice, OptimizerKind};
 
-/// Settings of the linear probe; [`LinearProbeConfig::reference`] is SPEC §7.
+/// Settings of the linear probe; [`LinearProbeConfig::reference`] is
+/// `docs/reference.md` §7.3.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LinearProbeConfig {
     /// Number of epochs (500).
@@ -52,7 +54,8 @@ pub struct LinearProbeConfig {
 }
 
 impl LinearProbeConfig {
-    /// SPEC §7: 500 epochs, batches of 1000, Adam 1e-2 → 1e-6, weight decay 5e-6.
+    /// `docs/reference.md` §7.3: 500 epochs, batches of 1000, Adam 1e-2 →
+    /// 1e-6, weight decay 5e-6.
     pub fn reference() -> Self {
         Self {
             epochs: 500,

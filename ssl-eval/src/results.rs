@@ -10,11 +10,11 @@ use crate::knn::KnnMetric;
 use crate::EvalError;
 
 /// Which output of the network was evaluated (the paper's analysis 2
-/// compares all three, SPEC §9).
+/// compares all three, `docs/reference.md` §9.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Representation {
-    /// The encoder output `h` (the default, SPEC §4).
+    /// The encoder output `h` (the default, `docs/reference.md` §4.4).
     Encoder,
     /// The projection head's embedding `z` (`eval_head`).
     Head,
@@ -43,7 +43,8 @@ pub struct KnnResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LinearProtocol {
-    /// Adam probe on frozen features (SPEC §7, small datasets).
+    /// Adam probe on frozen features (`docs/reference.md` §7.3, small
+    /// datasets).
     AdamProbe,
     /// ImageNet protocol of Table 2 with SGD + momentum.
     ImagenetSgd,
@@ -96,7 +97,7 @@ impl From<RankDiagnostics> for RankSummary {
     }
 }
 
-/// Collapse diagnostics of a set of features (SPEC §7, §9).
+/// Collapse diagnostics of a set of features (`docs/reference.md` §7.5, §9).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiagnosticsResult {
     /// Rows of the feature matrix.

@@ -56,7 +56,7 @@ fn rank_r_product_with_equal_singular_values_has_rank_r() {
     assert!((res.rank.effective_rank - 4.0).abs() < 1e-6);
     assert!((res.rank.normalised_stable_rank - 4.0 / 12.0).abs() < 1e-9);
     // A whitened matrix (orthogonal columns of equal norm) reaches 100%:
-    // the paper's remark on Ẑ (SPEC §7).
+    // the paper's remark on Ẑ (docs/reference.md §7.5).
     let (w, _) = Tensor::linalg_qr(&Tensor::randn([n, d], F64), "reduced");
     let white = collapse_diagnostics(&(w * 5.0), None).expect("diagnostics");
     assert!((white.rank.normalised_stable_rank - 1.0).abs() < 1e-9);

@@ -1,5 +1,6 @@
 //! Criterion benches of whole-loss forward + backward on the peer
-//! baseline's three cases (`../shared/peer/torch_baseline.py loss`), plus
+//! baseline's three cases (the `loss` benchmark of the PyTorch baseline
+//! that `cargo xtask bench losses` runs beside ours), plus
 //! the other losses of Table 1 at the same batch. `examples/bench_losses.rs`
 //! prints the same three cases in the peer's line format.
 

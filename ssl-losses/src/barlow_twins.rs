@@ -1,5 +1,5 @@
-//! Barlow Twins (SPEC §3; Zbontar et al., "Barlow Twins: Self-Supervised
-//! Learning via Redundancy Reduction", ICML 2021):
+//! Barlow Twins (`docs/reference.md` §3.6; Zbontar et al., "Barlow Twins:
+//! Self-Supervised Learning via Redundancy Reduction", ICML 2021):
 //!
 //! ```text
 //! c = BN(z₁)ᵀ BN(z₂) / m        (d × d cross-correlation)
@@ -11,10 +11,10 @@
 //! which a trainer may add to the head). λ = 0.008 is the CW-RGP
 //! reference default (the Barlow Twins paper uses 0.0051).
 //!
-//! Departure from the reference code, following SPEC §3 and the Barlow
-//! Twins paper: the reference divides `c` by the embedding size `d`
-//! (`c.div_(len(z1[0]))`), not by the batch size `m`; the two differ by
-//! the factor `m/d` (1 at the reference defaults bs = emb = 512).
+//! Departure from the reference code, following the Barlow Twins paper
+//! (`docs/reference.md` §10): the reference divides `c` by the embedding size
+//! `d` (`c.div_(len(z1[0]))`), not by the batch size `m`; the two differ by the
+//! factor `m/d` (1 at the reference defaults bs = emb = 512).
 //!
 //! ```
 //! let view = tch::Tensor::randn([1, 64, 8], (tch::Kind::Float, tch::Device::Cpu));

@@ -1,5 +1,5 @@
-//! BYOL (SPEC §3; Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020),
-//! as the W-MSE/CW-RGP release computes it.
+//! BYOL (`docs/reference.md` §3.4; Grill et al., "Bootstrap Your Own Latent",
+//! NeurIPS 2020), as the W-MSE/CW-RGP release computes it.
 //!
 //! Loss, over the pairs of views `i < j`, with the online predictions
 //! `p = pred(head(enc(x)))` and the EMA target's projections `t` (no

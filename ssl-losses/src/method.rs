@@ -83,7 +83,8 @@ pub enum Method {
 }
 
 /// Hyper-parameters of the whitening methods (CW-RGP, CW, CW-GP, W-MSE).
-/// Defaults: the CW-RGP CIFAR runs (SPEC §6); W-MSE's `w_size` is 128.
+/// Defaults: the CW-RGP CIFAR runs (`docs/reference.md` §6.4); W-MSE's
+/// `w_size` is 128.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WhiteningParams {
@@ -129,7 +130,8 @@ impl WhiteningParams {
         }
     }
 
-    /// W-MSE's defaults: one group, sub-batches of 128 (SPEC §6).
+    /// W-MSE's defaults: one group, sub-batches of 128
+    /// (`docs/reference.md` §6.3–§6.4).
     pub fn w_mse() -> Self {
         Self {
             groups: 1,

@@ -1,4 +1,5 @@
-//! The normalised mean squared error of the W-MSE family (SPEC §3).
+//! The normalised mean squared error of the W-MSE family
+//! (`docs/reference.md` §3.1).
 //!
 //! `norm_mse(a, b) = 2 − 2·mean_r cos(a_r, b_r)`: the mean over rows of
 //! `‖â_r − b̂_r‖²` with `â_r = a_r / max(‖a_r‖, 1e-12)` (PyTorch's

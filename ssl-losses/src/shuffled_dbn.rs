@@ -1,6 +1,8 @@
 //! Shuffled-DBN's "whitening": batch standardisation per random sub-batch
-//! (SPEC §3; Hua et al., "On Feature Decorrelation in Self-Supervised
-//! Learning", ICCV 2021, as reproduced in the CW-RGP paper's Table 1).
+//! (Hua et al., "On Feature Decorrelation in Self-Supervised Learning",
+//! ICCV 2021, as reproduced in the CW-RGP paper's Table 1). This is what
+//! the release's `bn.py` computes; Hua et al.'s transform also decorrelates
+//! (`docs/reference.md` §3.2 and §10).
 //!
 //! Each sub-batch `x ∈ R^{w×d}` becomes `(x − μ) / √(σ² + eps)` with the
 //! per-channel mean `μ` and *biased* variance `σ²` over its `w` rows:

@@ -1,5 +1,5 @@
-//! SimCLR's NT-Xent contrastive loss (SPEC §3; Chen et al., "A Simple
-//! Framework for Contrastive Learning of Visual Representations", ICML
+//! SimCLR's NT-Xent contrastive loss (`docs/reference.md` §3.3; Chen et al., "A
+//! Simple Framework for Contrastive Learning of Visual Representations", ICML
 //! 2020), as the W-MSE/CW-RGP release computes it.
 //!
 //! The head output of all views is batch-normalised (`BatchNorm1d`,

@@ -1,5 +1,5 @@
-//! SimSiam (SPEC §3; Chen & He, "Exploring Simple Siamese Representation
-//! Learning", CVPR 2021):
+//! SimSiam (`docs/reference.md` §3.5; Chen & He, "Exploring Simple Siamese
+//! Representation Learning", CVPR 2021):
 //!
 //! ```text
 //! L = −½ [mean_r cos(p₁, sg z₂) + mean_r cos(p₂, sg z₁)]

@@ -1,6 +1,6 @@
-//! SwAV's swapped prediction with Sinkhorn–Knopp codes (SPEC §3, Table 2;
-//! Caron et al., "Unsupervised Learning of Visual Features by Contrasting
-//! Cluster Assignments", NeurIPS 2020).
+//! SwAV's swapped prediction with Sinkhorn–Knopp codes (the paper's Table 2,
+//! `docs/reference.md` §3.9; Caron et al., "Unsupervised Learning of Visual
+//! Features by Contrasting Cluster Assignments", NeurIPS 2020).
 //!
 //! With L2-normalised embeddings `ẑ_v` and prototypes `Ĉ` (`K × d`), the
 //! scores of view `v` are `s_v = ẑ_v Ĉᵀ` (`m × K`). The codes of view `i`

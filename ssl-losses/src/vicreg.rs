@@ -1,5 +1,6 @@
-//! VICReg (SPEC §3; Bardes, Ponce & LeCun, "VICReg: Variance-Invariance-
-//! Covariance Regularization for Self-Supervised Learning", ICLR 2022):
+//! VICReg (`docs/reference.md` §3.7; Bardes, Ponce & LeCun, "VICReg:
+//! Variance-Invariance-Covariance Regularization for Self-Supervised
+//! Learning", ICLR 2022):
 //!
 //! ```text
 //! L = λ·mean (z₁ − z₂)²

@@ -1,5 +1,6 @@
-//! The whitening-loss family of Table 1 (SPEC §2–§3): CW-RGP, CW, CW-GP,
-//! W-MSE, PCA whitening, Shuffled-DBN and the plain (no whitening) control.
+//! The whitening-loss family of Table 1 (`docs/reference.md` §2, §3.2): CW-RGP,
+//! CW, CW-GP, W-MSE, PCA whitening, Shuffled-DBN and the plain (no whitening)
+//! control.
 //!
 //! Weng et al., "An Investigation into Whitening Loss for Self-supervised
 //! Learning", NeurIPS 2022 (CW-RGP), built on Ermolov et al., "Whitening

@@ -1,11 +1,10 @@
 //! The ZCA whitening loss (CW-RGP, CW, CW-GP, and ZCA batch whitening)
 //! with its gradient in closed form.
 //!
-//! Forward, per whitened group (SPEC §2): the centred data matrix `A`
-//! (`s` samples × `v` variables), `Σ = κ AᵀA + eps·I` with
-//! `κ = (1 − eps)/(s − minus)`, `Σ = U Λ Uᵀ`, `Φ = U Λ^{-1/2} Uᵀ`,
-//! whitened `Â = A Φ`. The pair loss `L` of [`crate::pairwise_view_loss`]
-//! follows.
+//! Forward, per whitened group (`docs/reference.md` §2.1–§2.2): the centred
+//! data matrix `A` (`s` samples × `v` variables), `Σ = κ AᵀA + eps·I` with
+//! `κ = (1 − eps)/(s − minus)`, `Σ = U Λ Uᵀ`, `Φ = U Λ^{-1/2} Uᵀ`, whitened
+//! `Â = A Φ`. The pair loss `L` of [`crate::pairwise_view_loss`] follows.
 //!
 //! Backward: with `G = ∂L/∂Â` and `B = AᵀG`, the Daleckii–Krein formula
 //! for `Φ = f(Σ)`, `f(λ) = λ^{-1/2}`, gives
@@ -255,9 +254,10 @@ impl Layout {
 
     /// Centring of the gathered groups, and of their gradient (the
     /// centring is a projection, so its backward is itself): CW centres
-    /// each example over all `d` channels (the published code's and the
-    /// peer's choice; SPEC §2's per-group centring differs — see
-    /// `whitening_core::whiten`), BW each channel over the sub-batch.
+    /// each example over all `d` channels (the published code's choice,
+    /// `docs/reference.md` §2.1; centring each group on its own would
+    /// differ — see `whitening_core::whiten`), BW each channel over the
+    /// sub-batch.
     fn centre(&self, t: &Tensor) -> Tensor {
         match self.axis {
             WhiteningAxis::Channel => {

@@ -1,5 +1,5 @@
-//! Zero-CL's instance loss, "Zero-ICL" (SPEC §3; Zhang et al., "Zero-CL:
-//! Instance and Feature Decorrelation for Negative-Free Symmetric
+//! Zero-CL's instance loss, "Zero-ICL" (`docs/reference.md` §3.8; Zhang et al.,
+//! "Zero-CL: Instance and Feature Decorrelation for Negative-Free Symmetric
 //! Contrastive Learning", ICLR 2022), as the CW-RGP release reproduces it.
 //!
 //! For each view `z ∈ R^{m×d}`:

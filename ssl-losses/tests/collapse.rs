@@ -1,5 +1,5 @@
-//! Collapse behaviour (SPEC §9, the paper's analyses 1 and §4's Table 1
-//! premise), in seconds on the CPU: a small MLP encoder trained on
+//! Collapse behaviour (`docs/reference.md` §9.1 and the premise of the
+//! paper's Table 1), in seconds on the CPU: a small MLP encoder trained on
 //! clustered synthetic vectors with two noisy views.
 //!
 //! - the plain loss (no whitening) collapses: the normalised stable rank of

@@ -1,7 +1,7 @@
-//! Closed-form identities of the losses (SPEC §3): zero whitening loss for
-//! identical views, the range of the normalised MSE, SimCLR's value at
-//! perfect positives with orthogonal negatives, BYOL's schedule and EMA,
-//! Sinkhorn–Knopp's marginals.
+//! Closed-form identities of the losses (`docs/reference.md` §3): zero
+//! whitening loss for identical views, the range of the normalised MSE,
+//! SimCLR's value at perfect positives with orthogonal negatives, BYOL's
+//! schedule and EMA, Sinkhorn–Knopp's marginals.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;

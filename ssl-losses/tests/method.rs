@@ -38,7 +38,7 @@ fn config_keys_override_paper_defaults() {
             ..WhiteningParams::default()
         })
     );
-    // The paper's CIFAR CW-RGP defaults (SPEC §6).
+    // The paper's CIFAR CW-RGP defaults (docs/reference.md §6.4).
     let Method::CwRgp(p) = Method::from_name("cw-rgp").expect("cw-rgp") else {
         panic!()
     };

@@ -1,4 +1,5 @@
-//! The exponential-moving-average target network of BYOL (SPEC §3).
+//! The exponential-moving-average target network of BYOL
+//! (`docs/reference.md` §3.4, §4.3).
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,5 @@
-//! Projection heads and predictors (SPEC §3–§4), as PyTorch `nn.Sequential`s.
+//! Projection heads and predictors (`docs/reference.md` §3.4–§3.5, §4.2–§4.3),
+//! as PyTorch `nn.Sequential`s.
 //!
 //! Layers are indexed like `nn.Sequential` (ReLUs take an index too), so the
 //! parameter names are those of the reference code: a 2-layer head with BN
@@ -80,8 +81,9 @@ impl Mlp {
         self.out_dim
     }
 
-    /// The projection head of SPEC §4: `layers − 1` × [Linear(·, hidden),
-    /// BatchNorm1d (when `batch_norm`), ReLU], then Linear(·, out).
+    /// The projection head of `docs/reference.md` §4.2: `layers − 1` ×
+    /// [Linear(·, hidden), BatchNorm1d (when `batch_norm`), ReLU], then
+    /// Linear(·, out).
     pub fn projection_head(
         path: &nn::Path<'_>,
         config: &ProjectionHeadConfig,
@@ -109,8 +111,9 @@ impl Mlp {
         Ok(Mlp::build(path, config.in_dim, &specs))
     }
 
-    /// BYOL's predictor (SPEC §3): Linear(emb, hidden), BatchNorm1d, ReLU,
-    /// Linear(hidden, emb); the reference uses `hidden = head_size`.
+    /// BYOL's predictor (`docs/reference.md` §4.3): Linear(emb, hidden),
+    /// BatchNorm1d, ReLU, Linear(hidden, emb); the reference uses
+    /// `hidden = head_size`.
     pub fn byol_predictor(path: &nn::Path<'_>, emb: i64, hidden: i64) -> Mlp {
         Mlp::build(
             path,
@@ -130,9 +133,9 @@ impl Mlp {
         )
     }
 
-    /// SimSiam's head (SPEC §3): Linear(in, hidden, no bias), BN, ReLU,
-    /// Linear(hidden, hidden, no bias), BN, ReLU, Linear(hidden, emb, no
-    /// bias), BN without affine.
+    /// SimSiam's head (`docs/reference.md` §3.5): Linear(in, hidden, no bias),
+    /// BN, ReLU, Linear(hidden, hidden, no bias), BN, ReLU, Linear(hidden, emb,
+    /// no bias), BN without affine.
     pub fn simsiam_head(path: &nn::Path<'_>, in_dim: i64, hidden: i64, emb: i64) -> Mlp {
         Mlp::build(
             path,
@@ -159,8 +162,8 @@ impl Mlp {
         )
     }
 
-    /// SimSiam's predictor (SPEC §3): Linear(emb, hidden, no bias), BN, ReLU,
-    /// Linear(hidden, emb); the reference uses `hidden = 512`.
+    /// SimSiam's predictor (`docs/reference.md` §3.5): Linear(emb, hidden, no
+    /// bias), BN, ReLU, Linear(hidden, emb); the reference uses `hidden = 512`.
     pub fn simsiam_predictor(path: &nn::Path<'_>, emb: i64, hidden: i64) -> Mlp {
         Mlp::build(
             path,
@@ -195,7 +198,7 @@ impl ModuleT for Mlp {
     }
 }
 
-/// The projection head's shape (SPEC §4).
+/// The projection head's shape (`docs/reference.md` §4.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProjectionHeadConfig {
     /// Encoder feature dimension.
@@ -211,7 +214,8 @@ pub struct ProjectionHeadConfig {
 }
 
 impl ProjectionHeadConfig {
-    /// Small datasets (SPEC §4): 2 layers, `head_size` 1024, BN on.
+    /// Small datasets (`docs/reference.md` §4.2): 2 layers, `head_size` 1024,
+    /// BN on.
     pub fn small_dataset(in_dim: i64, emb: i64) -> Self {
         ProjectionHeadConfig {
             in_dim,
@@ -222,7 +226,8 @@ impl ProjectionHeadConfig {
         }
     }
 
-    /// ImageNet (SPEC §4): 3 layers, `head_size` 2048, emb 1024, BN on.
+    /// ImageNet (`docs/reference.md` §4.2): 3 layers, `head_size` 2048, emb
+    /// 1024, BN on.
     pub fn imagenet(in_dim: i64) -> Self {
         ProjectionHeadConfig {
             in_dim,

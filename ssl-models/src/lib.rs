@@ -1,4 +1,5 @@
-//! ssl-models: the networks of SPEC §4 and everything that stores them.
+//! ssl-models: the networks of `docs/reference.md` §4 and everything that
+//! stores them.
 //!
 //! - [`resnet`]: torchvision's ResNet-18/34/50 with its parameter names
 //!   (`conv1.weight`, `layer1.0.bn2.running_mean`, …), initialisation,

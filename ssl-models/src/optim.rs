@@ -1,8 +1,9 @@
 //! Adam, SGD and LARS over the trainable variables of a VarStore, with their
 //! state held as named tensors so that a checkpoint can save and restore it
 //! exactly (tch's `nn::Optimizer` keeps its state inside libtorch, out of
-//! reach). SPEC §6: Adam for the small datasets, SGD with momentum for
-//! ImageNet, optional LARS for the linear probe.
+//! reach). `docs/reference.md` §6.1 and §7.4: Adam for the small datasets,
+//! SGD with momentum for ImageNet, optional LARS for the ImageNet linear
+//! classifier.
 
 use std::collections::BTreeMap;
 
@@ -32,7 +33,7 @@ pub enum OptimizerKind {
     /// `b ← μb + g`, `θ ← θ − lr·b` (PyTorch's first step `b = g` is the same
     /// as starting from `b = 0`).
     Sgd {
-        /// μ (SPEC §6 ImageNet: 0.9).
+        /// μ (ImageNet, `docs/reference.md` §6.1: 0.9).
         momentum: f64,
     },
     /// LARS as MoCo v3 and SimSiam's linear evaluation use it (You et al.
@@ -133,7 +134,8 @@ impl Optimizer {
         self.lr
     }
 
-    /// Sets the learning rate (warm-up and schedules of SPEC §6).
+    /// Sets the learning rate (warm-up and schedules of `docs/reference.md`
+    /// §6.2).
     pub fn set_lr(&mut self, lr: f64) {
         self.lr = lr;
     }

@@ -1,5 +1,6 @@
-//! SwAV's prototypes (SPEC §3, Table 2 method): a bias-free linear layer
-//! whose rows are unit vectors `c_k`, scoring L2-normalised embeddings.
+//! SwAV's prototypes (a Table 2 method, `docs/reference.md` §3.9 and §4.3): a
+//! bias-free linear layer whose rows are unit vectors `c_k`, scoring
+//! L2-normalised embeddings.
 
 use tch::nn;
 use tch::Tensor;

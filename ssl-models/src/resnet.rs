@@ -1,4 +1,5 @@
-//! torchvision's ResNet-18/34/50 (SPEC §4), parameter for parameter.
+//! torchvision's ResNet-18/34/50 (`docs/reference.md` §4.1), parameter for
+//! parameter.
 //!
 //! Names are exactly torchvision's `state_dict()` keys relative to the path
 //! the network is built at (`conv1.weight`, `bn1.running_mean`,
@@ -68,7 +69,7 @@ impl Depth {
     }
 }
 
-/// The input stem, per dataset (SPEC §4).
+/// The input stem, per dataset (`docs/reference.md` §4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Stem {
@@ -81,8 +82,9 @@ pub enum Stem {
 }
 
 impl Stem {
-    /// The stem SPEC §4 gives a dataset (`cifar10`, `cifar100`, `stl10`,
-    /// `tiny-imagenet`, `imagenet`); `None` for any other name.
+    /// The stem `docs/reference.md` §4.1 gives a dataset (`cifar10`,
+    /// `cifar100`, `stl10`, `tiny-imagenet`, `imagenet`); `None` for any other
+    /// name.
     pub fn for_dataset(name: &str) -> Option<Stem> {
         match name {
             "cifar10" | "cifar100" => Some(Stem::Cifar),
@@ -105,12 +107,13 @@ pub struct ResNetConfig {
     /// values give thin networks for CPU demos and tests.
     pub width_multiplier: f64,
     /// Start the last BN of every residual block at `γ = 0`, so each block
-    /// begins as the identity (SPEC §4: on).
+    /// begins as the identity (`docs/reference.md` §4.1: on).
     pub zero_init_residual: bool,
 }
 
 impl ResNetConfig {
-    /// torchvision's network at full width with `zero_init_residual` (SPEC §4).
+    /// torchvision's network at full width with `zero_init_residual`
+    /// (`docs/reference.md` §4.1).
     pub fn new(depth: Depth, stem: Stem) -> Self {
         ResNetConfig {
             depth,

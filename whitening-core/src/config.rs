@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-/// Which axis of the `m × d` embedding matrix `H` is whitened (SPEC §2).
+/// Which axis of the `m × d` embedding matrix `H` is whitened
+/// (`docs/reference.md` §2.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WhiteningAxis {
     /// Batch whitening (BW): centre over the batch, `d × d` covariance
@@ -23,7 +24,8 @@ impl fmt::Display for WhiteningAxis {
     }
 }
 
-/// The whitening matrix `Φ` computed from `Σ = U Λ Uᵀ` (SPEC §2).
+/// The whitening matrix `Φ` computed from `Σ = U Λ Uᵀ`
+/// (`docs/reference.md` §2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WhiteningKind {
     /// `Φ = U Λ^{-1/2} Uᵀ`: the whitening closest to the identity map.

@@ -1,7 +1,8 @@
-//! Rank diagnostics of an embedding matrix (SPEC §7, the paper's collapse
-//! analysis): singular values, stable rank `‖A‖²_F / ‖A‖²_2`, normalised
-//! stable rank (stable rank / min(m, d)), effective rank (Roy & Vetterli
-//! 2007: `exp(H(p))` with `p_i = σ_i / Σσ`), and covariance spectra.
+//! Rank diagnostics of an embedding matrix (`docs/reference.md` §7.5, the
+//! paper's collapse analysis): singular values, stable rank
+//! `‖A‖²_F / ‖A‖²_2`, normalised stable rank (stable rank / min(m, d)),
+//! effective rank (Roy & Vetterli 2007: `exp(H(p))` with
+//! `p_i = σ_i / Σσ`), and covariance spectra.
 //!
 //! The formulas live in [`RankDiagnostics::from_singular_values`]; the tch
 //! and ndarray entry points only compute singular values.

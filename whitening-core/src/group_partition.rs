@@ -1,4 +1,5 @@
-//! Random group partition (RGP) and random sub-batches (SPEC §2).
+//! Random group partition (RGP) and random sub-batches
+//! (`docs/reference.md` §2.3–§2.4).
 //!
 //! Randomness comes from an RNG the caller passes in, drawn on the host, so
 //! a seed fixes every partition whatever the device.

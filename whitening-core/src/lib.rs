@@ -1,10 +1,11 @@
 //! Batch and channel whitening for self-supervised learning.
 //!
-//! Implements §2 of "An Investigation into Whitening Loss for Self-supervised
-//! Learning" (Weng et al., NeurIPS 2022): batch whitening (BW, W-MSE) and
-//! channel whitening (CW, CW-RGP) with ZCA, PCA, Cholesky and Newton–Schulz
-//! whitening matrices, channel groups and random group partition (RGP),
-//! random sub-batches, and the rank diagnostics the paper uses.
+//! Implements the whitening of "An Investigation into Whitening Loss for
+//! Self-supervised Learning" (Weng et al., NeurIPS 2022; `docs/reference.md`
+//! §2): batch whitening (BW, W-MSE) and channel whitening (CW, CW-RGP) with
+//! ZCA, PCA, Cholesky and Newton–Schulz whitening matrices, channel groups
+//! and random group partition (RGP), random sub-batches, and the rank
+//! diagnostics the paper uses.
 //!
 //! Everything on [`tch::Tensor`] is batched and differentiable: all
 //! sub-batches × views × groups of one call go through one batched

@@ -1,7 +1,7 @@
 //! The f64 oracle: the same transforms as [`crate::whitening`], written
 //! independently of libtorch with ndarray and LAPACK (ndarray-linalg), one
-//! matrix and one group at a time, following SPEC §2 literally. Tests hold
-//! the batched tch path to it.
+//! matrix and one group at a time, following `docs/reference.md` §2
+//! literally. Tests hold the batched tch path to it.
 
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 use ndarray_linalg::{Cholesky, Eigh, Inverse, SVD, UPLO};

@@ -1,9 +1,10 @@
-//! Running statistics for inference-time batch whitening (SPEC §2).
+//! Running statistics for inference-time batch whitening
+//! (`docs/reference.md` §2.6).
 //!
-//! The reference `Whitening2d` keeps, when `track_running_stats` is on, a
-//! running mean and a running covariance updated with momentum 0.01
-//! (`r ← momentum·batch + (1 − momentum)·r`; mean starts at 0, covariance at
-//! `I`), and whitens with them in evaluation mode. Only BW has such
+//! The W-MSE release's `Whitening2d` keeps, when `track_running_stats` is
+//! on, a running mean and a running covariance updated with momentum 0.01
+//! (`r ← momentum·batch + (1 − momentum)·r`; mean starts at 0, covariance
+//! at `I`), and whitens with them in evaluation mode. Only BW has such
 //! statistics: CW's covariance is between the examples of one batch.
 
 use tch::{Device, Kind, Tensor};

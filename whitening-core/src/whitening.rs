@@ -1,4 +1,5 @@
-//! Batched, differentiable BW/CW whitening on tch tensors (SPEC §2).
+//! Batched, differentiable BW/CW whitening on tch tensors
+//! (`docs/reference.md` §2).
 //!
 //! Shapes: a stack of `n` independent matrices `[n, w, d]` (rows are
 //! examples, as in row-major code `H = Zᵀ`). Each matrix is split into `g`
@@ -12,9 +13,9 @@
 //! product `Â = A Φᵀ`, which is `Φ Z_B` for BW and `Z_C Φ` for CW in the
 //! paper's column-major notation.
 //!
-//! Departure from the paper's text, following the published code (and the
-//! peer baseline): CW centres each example over *all* `d` channels, then
-//! groups; the covariance denominator is `d/g − minus`.
+//! Departure from the paper's text, following the published code
+//! (`docs/reference.md` §2.1): CW centres each example over *all* `d`
+//! channels, then groups; the covariance denominator is `d/g − minus`.
 
 use rand::Rng;
 use tch::{Kind, Tensor};
@@ -166,7 +167,7 @@ pub fn whitening_matrix(cov: &Tensor, kind: WhiteningKind) -> Result<Tensor, Whi
         WhiteningKind::NewtonSchulz { iterations } => {
             // Coupled form: Y₀ = Σ_N, Z₀ = I, T_k = ½(3I − Z_k Y_k),
             // Y_{k+1} = Y_k T_k, Z_{k+1} = T_k Z_k. In exact arithmetic
-            // Z_k = P_k of SPEC's P_{k+1} = ½(3P_k − P_k³ Σ_N) (all are
+            // Z_k = P_k of P_{k+1} = ½(3P_k − P_k³ Σ_N) (all are
             // polynomials in Σ_N), but the uncoupled form amplifies
             // round-off ~5x per step once converged; this one stays put.
             let v = cov.size()[cov.dim() - 1];

@@ -3,9 +3,10 @@
 //! losses of `ssl-losses` run (CW-RGP, CW, ZCA BW), and what a caller
 //! with its own gradient code can use.
 //!
-//! Forward, per matrix (SPEC §2): the centred data `A` (`s` samples × `v`
-//! variables), `Σ = κ AᵀA + eps·I` with `κ = (1 − eps)/(s − minus)`,
-//! `Σ = U Λ Uᵀ`, `Φ = U Λ^{-1/2} Uᵀ`, whitened `Â = A Φ`.
+//! Forward, per matrix (`docs/reference.md` §2.1–§2.2): the centred data
+//! `A` (`s` samples × `v` variables), `Σ = κ AᵀA + eps·I` with
+//! `κ = (1 − eps)/(s − minus)`, `Σ = U Λ Uᵀ`, `Φ = U Λ^{-1/2} Uᵀ`, whitened
+//! `Â = A Φ`.
 //!
 //! Backward: with `G = ∂L/∂Â` and `B = AᵀG`, the Daleckii–Krein formula
 //! for `Φ = f(Σ)`, `f(λ) = λ^{-1/2}`, gives

@@ -1,4 +1,4 @@
-//! Rank diagnostics on matrices with known spectra (SPEC §7).
+//! Rank diagnostics on matrices with known spectra (`docs/reference.md` §7.5).
 
 mod common;
 
@@ -75,7 +75,8 @@ fn rank_one_and_zero_matrices() {
 
 #[test]
 fn whitened_output_reaches_full_normalised_stable_rank() {
-    // SPEC §7: Ẑ always reaches 100% — CW with g groups gives ẐẐᵀ = (d − g) I.
+    // docs/reference.md §7.5: Ẑ always reaches 100% — CW with g groups
+    // gives ẐẐᵀ = (d − g) I.
     let x = input(1, 16, 128, Kind::Double, 62);
     for groups in [1, 4] {
         let cfg =

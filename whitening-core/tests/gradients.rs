@@ -61,7 +61,7 @@ fn autograd_matches_finite_differences_for_every_kind() {
 
 #[test]
 fn stop_gradient_decomposition_holds() {
-    // SPEC §2, the paper's Proposition: ∂L/∂θ = ∂L'/∂θ with
+    // The paper's proposition (docs/reference.md §2.5): ∂L/∂θ = ∂L'/∂θ with
     // L = 1/m ‖Ẑ₁ − Ẑ₂‖² and L' = 1/m ‖Ẑ₁ − sg(Ẑ₂)‖² + 1/m ‖sg(Ẑ₁) − Ẑ₂‖².
     let (m, d) = (16i64, 64i64);
     let h = input(2, m, d, Kind::Double, 41).set_requires_grad(true);

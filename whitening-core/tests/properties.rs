@@ -1,4 +1,4 @@
-//! Properties the whitening transforms must have (SPEC §2).
+//! Properties the whitening transforms must have (`docs/reference.md` §2).
 
 mod common;
 

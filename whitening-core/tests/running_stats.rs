@@ -1,4 +1,5 @@
-//! Running statistics of batch whitening (SPEC §2: momentum 0.01).
+//! Running statistics of batch whitening (`docs/reference.md` §2.6: momentum
+//! 0.01).
 
 mod common;
 

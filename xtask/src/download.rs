@@ -35,7 +35,8 @@ pub struct Source {
     pub expect: &'static [&'static str],
 }
 
-/// The datasets of SPEC §5 with their publishers' archives and checksums.
+/// The datasets of `docs/reference.md` §5.1 with their publishers' archives
+/// and checksums.
 pub const SOURCES: &[Source] = &[
     Source {
         name: "cifar10",

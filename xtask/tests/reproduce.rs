@@ -144,10 +144,18 @@ fn smoke_table1_runs_every_row_and_reports_it_beside_the_paper() {
 
     let md = std::fs::read_to_string(out.join("table1.md")).unwrap();
     let csv = std::fs::read_to_string(out.join("table1.csv")).unwrap();
-    // SPEC §8's Table 1 (the text after its caption; §6 has rows with the same labels).
-    let spec = std::fs::read_to_string(project_root().join("../shared/SPEC.md"))
-        .ok()
-        .and_then(|s| s.split_once("Table 1 — ").map(|(_, t)| t.to_string()));
+    // The paper's Table 1 as the repository transcribes it: the table of
+    // docs/reference.md §8.1 (up to the next heading).
+    let reference = std::fs::read_to_string(project_root().join("docs/reference.md"))
+        .expect("docs/reference.md");
+    let table1: Vec<&str> = reference
+        .lines()
+        .skip_while(|l| !l.starts_with("### 8.1 "))
+        .skip(1)
+        .take_while(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with('|'))
+        .collect();
+    assert!(table1.len() > 2, "no Table 1 in docs/reference.md §8.1");
     for (i, d) in DATASETS.iter().enumerate() {
         for (row, label) in ROWS {
             let line = md
@@ -174,22 +182,20 @@ fn smoke_table1_runs_every_row_and_reports_it_beside_the_paper() {
                 (lo - lp - ld).abs() < 0.011 && (ko - kp - kd).abs() < 0.011,
                 "{line}"
             );
-            // The paper's numbers are SPEC §8's Table 1 row, in column order.
-            if let Some(spec) = &spec {
-                let spec_row = spec
-                    .lines()
-                    .find(|l| l.starts_with(&format!("| {label} |")))
-                    .unwrap_or_else(|| panic!("SPEC has no row {label}"));
-                let published: Vec<f64> = spec_row
-                    .split('|')
-                    .filter_map(|c| c.trim().parse().ok())
-                    .collect();
-                assert_eq!(
-                    (lp, kp),
-                    (published[2 * i], published[2 * i + 1]),
-                    "{d}/{row}"
-                );
-            }
+            // The paper's numbers are docs/reference.md's Table 1 row, in column order.
+            let published: Vec<f64> = table1
+                .iter()
+                .find(|l| l.starts_with(&format!("| {label} |")))
+                .unwrap_or_else(|| panic!("docs/reference.md §8.1 has no row {label}"))
+                .split('|')
+                .filter_map(|c| c.trim().parse().ok())
+                .collect();
+            assert_eq!(published.len(), 8, "{label}");
+            assert_eq!(
+                (lp, kp),
+                (published[2 * i], published[2 * i + 1]),
+                "{d}/{row}"
+            );
             let csv_rows: Vec<&str> = csv
                 .lines()
                 .filter(|l| l.starts_with(&format!("{d},{row},")))

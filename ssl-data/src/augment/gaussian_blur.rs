@@ -1,5 +1,6 @@
-//! torchvision `GaussianBlur(kernel_size, sigma)` (SPEC §5, ImageNet recipe):
-//! `σ ~ U[σ₀, σ₁]`; the kernel `k[i] ∝ exp(−½ (x_i / σ)²)`,
+//! torchvision `GaussianBlur(kernel_size, sigma)` (the ImageNet recipe of
+//! `docs/reference.md` §5.3, which the release runs with PIL's blur instead,
+//! §10): `σ ~ U[σ₀, σ₁]`; the kernel `k[i] ∝ exp(−½ (x_i / σ)²)`,
 //! `x_i = i − (K − 1)/2`, normalised to sum 1, in `f32`; reflect padding
 //! (mirror without repeating the edge); the image converted to `f32`,
 //! convolved, rounded half to even back to `u8`.

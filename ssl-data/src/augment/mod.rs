@@ -1,8 +1,8 @@
 //! Augmentations with torchvision semantics on PIL-like 8-bit RGB images
-//! (SPEC §5), one transform a file. Each transform has a sampler (drawing
-//! its parameters from a caller's RNG, with torchvision's distributions) and
-//! an "apply with given parameters" function, which the tests feed the same
-//! parameters as `torchvision.transforms.functional`.
+//! (`docs/reference.md` §5.2–§5.4), one transform a file. Each transform has a
+//! sampler (drawing its parameters from a caller's RNG, with torchvision's
+//! distributions) and an "apply with given parameters" function, which the
+//! tests feed the same parameters as `torchvision.transforms.functional`.
 
 pub mod center_crop;
 pub mod color_jitter;

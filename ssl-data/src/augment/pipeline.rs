@@ -1,12 +1,14 @@
-//! The SPEC §5 augmentation recipes as sequences of transforms.
+//! The augmentation recipes of `docs/reference.md` §5.2–§5.4 as sequences of
+//! transforms.
 //!
 //! - Small datasets (CIFAR-10/100, STL-10, Tiny-ImageNet), colour first, on the whole image:
 //!   `RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8)`, `RandomGrayscale(0.1)`,
 //!   `RandomResizedCrop(crop, (0.2, 1), (3/4, 4/3), bicubic)`, `RandomHorizontalFlip(0.5)`, normalise.
 //! - ImageNet: `RandomResizedCrop(224, (0.2, 1))`, `RandomApply(ColorJitter(..), 0.8)`,
 //!   `RandomGrayscale(0.2)`, `RandomApply(GaussianBlur(23, σ ∈ [0.1, 2]), 0.5)`, flip, normalise.
-//!   The blur kernel, which SPEC leaves open, is 23 = the odd size nearest 10 % of 224, the
-//!   torchvision recipe of SimCLR/BYOL.
+//!   The blur kernel is 23 = the odd size nearest 10 % of 224, the torchvision recipe of
+//!   SimCLR/BYOL (the release blurs with PIL's radius-σ filter, which has no kernel size:
+//!   `docs/reference.md` §10).
 //! - Evaluation: normalise only; STL-10 `Resize(70, bicubic)`, `CenterCrop(64)`; ImageNet
 //!   `Resize(256)`, `CenterCrop(224)`; ImageNet linear training `RandomResizedCrop(224)` + flip.
 
@@ -25,7 +27,8 @@ use crate::augment::solarize::solarize;
 use crate::error::DataError;
 use crate::image::RgbImage;
 
-/// The datasets of the SPEC §5 table, for their statistics and crop sizes.
+/// The datasets of `docs/reference.md` §5.1, for their statistics and crop
+/// sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DatasetKind {
     /// CIFAR-10, 32×32.
@@ -41,7 +44,7 @@ pub enum DatasetKind {
 }
 
 impl DatasetKind {
-    /// Normalisation `(mean, std)` per channel (SPEC §5 table).
+    /// Normalisation `(mean, std)` per channel (`docs/reference.md` §5.1).
     pub fn mean_std(self) -> ([f32; 3], [f32; 3]) {
         match self {
             DatasetKind::Cifar10 => ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]),
@@ -52,7 +55,7 @@ impl DatasetKind {
         }
     }
 
-    /// SSL crop size (SPEC §5 table).
+    /// SSL crop size (`docs/reference.md` §5.1).
     pub fn crop_size(self) -> usize {
         match self {
             DatasetKind::Cifar10 | DatasetKind::Cifar100 => 32,
@@ -142,8 +145,9 @@ impl Pipeline {
         }
     }
 
-    /// The small-dataset SSL recipe (SPEC §5 steps 1–5) for CIFAR-10/100,
-    /// STL-10 or Tiny-ImageNet (for ImageNet use [`Pipeline::ssl_imagenet`]).
+    /// The small-dataset SSL recipe (`docs/reference.md` §5.2, steps 1–5) for
+    /// CIFAR-10/100, STL-10 or Tiny-ImageNet (for ImageNet use
+    /// [`Pipeline::ssl_imagenet`]).
     pub fn ssl_small(kind: DatasetKind) -> Self {
         let crop = kind.crop_size();
         Self::new(
@@ -162,7 +166,7 @@ impl Pipeline {
         )
     }
 
-    /// The ImageNet SSL recipe (SPEC §5).
+    /// The ImageNet SSL recipe (`docs/reference.md` §5.3).
     pub fn ssl_imagenet() -> Self {
         Self::new(
             vec![
@@ -187,9 +191,9 @@ impl Pipeline {
         )
     }
 
-    /// The evaluation transform of a dataset (SPEC §5): normalise only
-    /// (CIFAR, Tiny-ImageNet); STL-10 `Resize(70)` + `CenterCrop(64)`;
-    /// ImageNet `Resize(256)` + `CenterCrop(224)`.
+    /// The evaluation transform of a dataset (`docs/reference.md` §5.4):
+    /// normalise only (CIFAR, Tiny-ImageNet); STL-10 `Resize(70)` +
+    /// `CenterCrop(64)`; ImageNet `Resize(256)` + `CenterCrop(224)`.
     pub fn eval(kind: DatasetKind) -> Self {
         let steps = match kind {
             DatasetKind::Stl10 => vec![

@@ -1,5 +1,5 @@
-//! torchvision `RandomResizedCrop` (SPEC §5): sample a box, crop it, resize
-//! it to the output size with bicubic resampling.
+//! torchvision `RandomResizedCrop` (`docs/reference.md` §5.2): sample a box,
+//! crop it, resize it to the output size with bicubic resampling.
 //!
 //! Sampling (`RandomResizedCrop.get_params`): up to 10 tries of
 //! `area = H W · U(scale)`, `ratio = exp(U(ln r₀, ln r₁))`,
@@ -44,7 +44,8 @@ pub struct RandomResizedCrop {
 }
 
 impl RandomResizedCrop {
-    /// A square `size` output with SPEC §5's `scale (0.2, 1)`, `ratio (3/4, 4/3)`, bicubic.
+    /// A square `size` output with the `scale (0.2, 1)`, `ratio (3/4, 4/3)`
+    /// and bicubic resampling of `docs/reference.md` §5.2.
     pub fn new(size: usize) -> Self {
         Self {
             out_height: size,

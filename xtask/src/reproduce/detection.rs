@@ -1,7 +1,7 @@
 //! Table 3: transfer of the 200-epoch ImageNet CW-RGP backbone to detection
-//! with Detectron2, MoCo's recipe (SPEC §7): Faster R-CNN R50-C4 on VOC
-//! 07+12 (tested on VOC07), Mask R-CNN R50-C4 with the 1× schedule on COCO,
-//! three seeds each, AP50 / AP / AP75 as mean ± std.
+//! with Detectron2, MoCo's recipe (`docs/reference.md` §7.6): Faster R-CNN
+//! R50-C4 on VOC 07+12 (tested on VOC07), Mask R-CNN R50-C4 with the 1×
+//! schedule on COCO, three seeds each, AP50 / AP / AP75 as mean ± std.
 //!
 //! Steps: `ssl export CHECKPOINT --format detectron2 -o W.pkl` (the backbone
 //! with Detectron2's names, as MoCo's `convert-pretrain-to-detectron2.py`
@@ -65,9 +65,9 @@ SOLVER:
   WARMUP_ITERS: 100
 "#;
 
-/// Mask R-CNN R50-C4 on COCO 2017 with the 1× schedule (SPEC §7): MoCo's
-/// `coco_R_50_C4_2x.yaml` with Detectron2's 1× schedule (90k iterations,
-/// steps at 60k and 80k, 16 images per batch).
+/// Mask R-CNN R50-C4 on COCO 2017 with the 1× schedule (`docs/reference.md`
+/// §7.6): MoCo's `coco_R_50_C4_2x.yaml` with Detectron2's 1× schedule (90k
+/// iterations, steps at 60k and 80k, 16 images per batch).
 pub const COCO_1X: &str = r#"_BASE_: "Base-RCNN-C4-BN.yaml"
 MODEL:
   MASK_ON: True
@@ -433,8 +433,9 @@ pub fn write_table3(out: &Path, table3_dir: &Path, seeds: usize) -> Result<Vec<P
     let published = paper::table3_cw_rgp();
     let mut md = String::from(
         "# Table 3: transfer to detection (200-epoch ImageNet pre-training), AP50 / AP / AP75\n\n\
-         Paper: ../shared/SPEC.md §8 (CW-RGP row, mean ± std). Ours: Detectron2 with MoCo's \
-         recipe, mean ± sample std over the seeds that finished. Δ = ours − paper (means).\n\n\
+         Paper: the paper's Table 3 (docs/reference.md §8.4, CW-RGP row, mean ± std). \
+         Ours: Detectron2 with MoCo's recipe, mean ± sample std over the seeds that finished. \
+         Δ = ours − paper (means).\n\n\
          | benchmark | metric | paper | ours | Δ | seeds |\n|---|---|---:|---:|---:|---:|\n",
     );
     let mut csv =

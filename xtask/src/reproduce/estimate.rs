@@ -35,7 +35,8 @@ pub fn seconds_per_view_image(arch: &str) -> f64 {
     }
 }
 
-/// (SSL split, classifier split, test split) sizes of SPEC §5.
+/// (SSL split, classifier split, test split) sizes of `docs/reference.md`
+/// §5.1.
 pub fn split_sizes(dataset: &str) -> (usize, usize, usize) {
     match dataset {
         "cifar10" | "cifar100" => (50_000, 50_000, 10_000),

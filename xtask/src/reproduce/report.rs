@@ -90,7 +90,7 @@ pub fn write_table1(out: &Path, outcomes: &[Outcome]) -> Result<Vec<PathBuf>> {
         "# Table 1: ResNet-18, top-1 accuracy (%) of the linear classifier and of 5-NN\n\n",
     );
     md.push_str(
-        "Paper: the published numbers (../shared/SPEC.md §8, the paper's Table 1). \
+        "Paper: the published numbers (the paper's Table 1, docs/reference.md §8.1). \
          Ours: the final evaluation (`kind: eval` at the last epoch) of each run's \
          `metrics.jsonl`: `linear_top1` and `knn_top1`. Δ = ours − paper.\n\n",
     );
@@ -294,10 +294,10 @@ pub fn write_table2(out: &Path, outcomes: &[Outcome]) -> Result<Vec<PathBuf>> {
     let mut md =
         String::from("# Table 2: ImageNet, ResNet-50, linear classification top-1 (%)\n\n");
     md.push_str(
-        "Paper: ../shared/SPEC.md §8 (the paper's Table 2 reports top-1 only). Ours: \
+        "Paper: the paper's Table 2 (docs/reference.md §8.3; top-1 only). Ours: \
          `linear_eval.json` of `ssl eval --protocol imagenet-linear` where it ran (the \
-         ImageNet linear protocol of SPEC §6–7); otherwise the last `kind: eval` record of \
-         `metrics.jsonl` (the evaluation `ssl train` runs: k-NN and the feature probe), \
+         ImageNet linear protocol of docs/reference.md §7.4); otherwise the last \
+         `kind: eval` record of `metrics.jsonl` (the evaluation `ssl train` runs: k-NN and the feature probe), \
          marked as such. Δ = ours − paper.\n\n\
          | row | epochs | paper top-1 | ours top-1 | Δ | ours top-5 | source | status |\n\
          |---|---:|---:|---:|---:|---:|---|---|\n",
