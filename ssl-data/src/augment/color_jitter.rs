@@ -1,4 +1,4 @@
-//! torchvision `ColorJitter` on PIL images (SPEC §5): the four adjustments in
+//! torchvision `ColorJitter` on PIL images: the four adjustments in
 //! a random order, each on 8-bit RGB with Pillow's arithmetic, so each step
 //! quantises to `u8` as the published pipeline does.
 //!
@@ -47,7 +47,8 @@ pub struct JitterParams {
 }
 
 impl ColorJitter {
-    /// The SPEC §5 strengths `(0.4, 0.4, 0.4, 0.1)`.
+    /// The release's strengths `(0.4, 0.4, 0.4, 0.1)` (`base/cfg.py`'s
+    /// `cj0`..`cj3` defaults, `ImageNet/train.py`).
     pub fn ssl_default() -> Self {
         Self {
             brightness: 0.4,

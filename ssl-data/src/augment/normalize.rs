@@ -6,7 +6,7 @@
 use crate::error::DataError;
 use crate::image::RgbImage;
 
-/// Per-channel mean and standard deviation (SPEC §5 table).
+/// Per-channel mean and standard deviation (the datasets' in [`crate::augment::pipeline::DatasetKind::mean_std`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Normalize {
     /// Channel means.
