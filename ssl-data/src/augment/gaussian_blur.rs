@@ -18,8 +18,9 @@
 //!   `ww = ⌊2²⁴ / (2r + 1)⌋` (the division in `f32`),
 //!   `fw = (2²⁴ − (2l + 1) ww) / 2`, `l = ⌊r⌋`, in wrapping `u32`, pixels
 //!   beyond an edge repeating the edge pixel; each pass rounds to 8 bits;
-//! - columns are blurred as rows of the transposed image, which is the
-//!   same arithmetic.
+//! - Pillow blurs columns as rows of the transposed image; here every pass
+//!   runs along whole lines of values at once (rows blurred on the
+//!   transposed image), which is the same arithmetic per value.
 //!
 //! The σ is drawn in `f64` (Python's `random.uniform`: `a + (b − a) u`) and
 //! handed to Pillow as a C `float`, as here.
@@ -69,66 +70,83 @@ pub fn box_radius(radius: f32, passes: u32) -> f32 {
     l + a
 }
 
-/// One extended box pass over the rows of an interleaved 3-channel image of
-/// `width` pixels a row (Pillow's `ImagingHorizontalBoxBlur` with
-/// `ImagingLineBoxBlur32`), from `src` into `dst`.
-fn horizontal_box_blur(src: &[u8], dst: &mut [u8], width: usize, float_radius: f32) {
+/// One extended box pass along the first axis of the `n × len` bytes `src`
+/// into `dst`: column `j` (one channel of one image row or column) is
+/// blurred as Pillow's `ImagingLineBoxBlur32` blurs a line of `n` pixels
+/// (`ImagingHorizontalBoxBlur`'s weights). Working on whole lines at once
+/// instead of pixel by pixel is the same arithmetic, vectorised.
+fn box_pass(
+    src: &[u8],
+    dst: &mut [u8],
+    n: usize,
+    len: usize,
+    float_radius: f32,
+    acc: &mut Vec<u32>,
+) {
     // C: `int radius = (int)floatRadius; UINT32 ww = (UINT32)(1 << 24) / (floatRadius * 2 + 1);`
     let radius = float_radius as usize;
     let ww = (16_777_216f32 / (float_radius * 2.0 + 1.0)) as u32;
     let fw = (1u32 << 24).wrapping_sub(((radius * 2 + 1) as u32).wrapping_mul(ww)) / 2;
-    let edge_a = (radius + 1).min(width);
-    let edge_b = width.saturating_sub(radius + 1);
-    let last = width - 1;
-    for (line_in, line_out) in src
-        .chunks_exact(3 * width)
-        .zip(dst.chunks_exact_mut(3 * width))
-    {
-        for c in 0..3 {
-            let px = |x: usize| line_in[3 * x + c] as u32;
-            // The accumulator for pixel −1: `radius + 1` copies of pixel 0,
-            // pixels 0..edgeA−1, and the last pixel for what lies beyond.
-            let mut acc = px(0).wrapping_mul(radius as u32 + 1);
-            for x in 0..edge_a.saturating_sub(1) {
-                acc = acc.wrapping_add(px(x));
-            }
-            acc = acc.wrapping_add(px(last).wrapping_mul((radius + 1 - edge_a) as u32));
-            let mut out =
-                |x: usize, acc: &mut u32, sub: usize, add: usize, left: usize, right: usize| {
-                    *acc = acc.wrapping_add(px(add)).wrapping_sub(px(sub));
-                    let bulk = acc
-                        .wrapping_mul(ww)
-                        .wrapping_add((px(left) + px(right)).wrapping_mul(fw));
-                    line_out[3 * x + c] = (bulk.wrapping_add(1 << 23) >> 24) as u8;
-                };
-            if edge_a <= edge_b {
-                for x in 0..edge_a {
-                    out(x, &mut acc, 0, x + radius, 0, x + radius + 1);
-                }
-                for x in edge_a..edge_b {
-                    out(
-                        x,
-                        &mut acc,
-                        x - radius - 1,
-                        x + radius,
-                        x - radius - 1,
-                        x + radius + 1,
-                    );
-                }
-                for x in edge_b..=last {
-                    out(x, &mut acc, x - radius - 1, last, x - radius - 1, last);
-                }
-            } else {
-                for x in 0..edge_b {
-                    out(x, &mut acc, 0, x + radius, 0, x + radius + 1);
-                }
-                for x in edge_b..edge_a {
-                    out(x, &mut acc, 0, last, 0, last);
-                }
-                for x in edge_a..=last {
-                    out(x, &mut acc, x - radius - 1, last, x - radius - 1, last);
-                }
-            }
+    let edge_a = (radius + 1).min(n);
+    let edge_b = n.saturating_sub(radius + 1);
+    let last = n - 1;
+    let line = |i: usize| &src[i * len..(i + 1) * len];
+    // The accumulator for position −1: `radius + 1` copies of position 0,
+    // positions 0..edgeA−1, and the last position for what lies beyond.
+    acc.clear();
+    acc.extend(
+        line(0)
+            .iter()
+            .map(|&v| (v as u32).wrapping_mul(radius as u32 + 1)),
+    );
+    for x in 0..edge_a.saturating_sub(1) {
+        for (a, &v) in acc.iter_mut().zip(line(x)) {
+            *a = a.wrapping_add(v as u32);
+        }
+    }
+    let beyond = (radius + 1 - edge_a) as u32;
+    for (a, &v) in acc.iter_mut().zip(line(last)) {
+        *a = a.wrapping_add((v as u32).wrapping_mul(beyond));
+    }
+    // Output position `x`: add position `add`, drop `sub`, weigh `left` and
+    // `right` (the partial pixels at the box's ends) by `fw`.
+    let mut out = |x: usize, sub: usize, add: usize, left: usize, right: usize| {
+        let o = &mut dst[x * len..(x + 1) * len];
+        let (s, a, l, r) = (line(sub), line(add), line(left), line(right));
+        let ends = l.iter().zip(r);
+        for ((((acc, o), &a), &s), (&l, &r)) in acc.iter_mut().zip(o).zip(a).zip(s).zip(ends) {
+            *acc = acc.wrapping_add(a as u32).wrapping_sub(s as u32);
+            let bulk = acc
+                .wrapping_mul(ww)
+                .wrapping_add((l as u32 + r as u32).wrapping_mul(fw));
+            *o = (bulk.wrapping_add(1 << 23) >> 24) as u8;
+        }
+    };
+    if edge_a <= edge_b {
+        for x in 0..edge_a {
+            out(x, 0, x + radius, 0, x + radius + 1);
+        }
+        for x in edge_a..edge_b {
+            out(
+                x,
+                x - radius - 1,
+                x + radius,
+                x - radius - 1,
+                x + radius + 1,
+            );
+        }
+        for x in edge_b..=last {
+            out(x, x - radius - 1, last, x - radius - 1, last);
+        }
+    } else {
+        for x in 0..edge_b {
+            out(x, 0, x + radius, 0, x + radius + 1);
+        }
+        for x in edge_b..edge_a {
+            out(x, 0, last, 0, last);
+        }
+        for x in edge_a..=last {
+            out(x, x - radius - 1, last, x - radius - 1, last);
         }
     }
 }
@@ -156,20 +174,23 @@ pub fn box_blur(img: &RgbImage, radius: f32, passes: u32) -> Result<RgbImage, Da
     if radius == 0.0 || w == 0 || h == 0 {
         return Ok(img.clone());
     }
-    let mut a = img.as_raw().to_vec();
+    // Along the rows first, as Pillow (each pass rounds to 8 bits, so the
+    // order matters): transposed, the rows' pixels are the lines' positions.
+    let mut a = vec![0u8; img.as_raw().len()];
     let mut b = vec![0u8; a.len()];
+    let mut acc = Vec::new();
+    transpose(img.as_raw(), &mut a, w, h);
     for _ in 0..passes {
-        horizontal_box_blur(&a, &mut b, w, radius);
-        std::mem::swap(&mut a, &mut b);
-    }
-    transpose(&a, &mut b, w, h);
-    std::mem::swap(&mut a, &mut b);
-    for _ in 0..passes {
-        horizontal_box_blur(&a, &mut b, h, radius);
+        box_pass(&a, &mut b, w, 3 * h, radius, &mut acc);
         std::mem::swap(&mut a, &mut b);
     }
     transpose(&a, &mut b, h, w);
-    RgbImage::from_raw(w, h, b)
+    std::mem::swap(&mut a, &mut b);
+    for _ in 0..passes {
+        box_pass(&a, &mut b, h, 3 * w, radius, &mut acc);
+        std::mem::swap(&mut a, &mut b);
+    }
+    RgbImage::from_raw(w, h, a)
 }
 
 /// Pillow's `img.filter(ImageFilter.GaussianBlur(radius))` on an RGB image:
