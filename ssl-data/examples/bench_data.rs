@@ -1,5 +1,5 @@
 //! `cargo run --release -p ssl-data --example bench_data`: images per second
-//! of the loader on the SPEC §5 recipes, in the peer baseline's line format
+//! of the loader on the release's recipes, in the peer baseline's line format
 //! (`ours | <what> | images/s | <value>`), to pair with
 //! `torch_baseline.py aug --threads 2`.
 //!

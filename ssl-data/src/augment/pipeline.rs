@@ -24,6 +24,10 @@
 //!   and for linear training `RandomResizedCrop(224)` (scale `(0.08, 1)`,
 //!   bilinear) + `RandomHorizontalFlip()` (`ImageNet/lincls.py`).
 //!
+//! Where other descriptions of these recipes differ (a torchvision kernel
+//! blur `GaussianBlur(23, σ)` and bicubic resampling for ImageNet), this
+//! follows the release's files named above.
+//!
 //! The release's ImageNet-100 recipe (`base/datasets/in100.py`: the
 //! small-dataset steps at 224 with the blur after the flip) is not one of
 //! these; [`DatasetKind::ImageNet`] runs `ImageNet/train.py`'s.
