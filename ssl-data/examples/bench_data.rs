@@ -1,6 +1,6 @@
-//! `cargo run --release -p ssl-data --example bench_data`: images per second of
-//! the loader on the recipes of `docs/reference.md` §5.2–§5.3, in the peer
-//! baseline's line format (`ours | <what> | images/s | <value>`), to pair with
+//! `cargo run --release -p ssl-data --example bench_data`: images per second
+//! of the loader on the release's recipes, in the peer baseline's line format
+//! (`ours | <what> | images/s | <value>`), to pair with
 //! `torch_baseline.py aug --threads 2`.
 //!
 //! - CIFAR recipe: 4096 random 32×32 images, 2 views, batch 256, 2 threads,

@@ -1,13 +1,13 @@
-//! Datasets, synthetic data, torchvision-semantics augmentation and a parallel
-//! deterministic loader for self-supervised learning (`docs/reference.md` §5).
+//! Datasets, synthetic data, torchvision-semantics augmentation and a
+//! parallel deterministic loader for self-supervised learning, as the
+//! official release's data pipelines run.
 //!
 //! - Readers for the formats users download: [`cifar`] (CIFAR-10/100 binary),
 //!   [`stl10`], [`tiny_imagenet`], [`image_folder`] (ImageNet-style folders).
 //!   Binary files are memory-mapped, image files decoded on access.
 //! - [`synthetic`]: a learnable, class-structured dataset written in CIFAR format.
 //! - [`augment`]: the transforms of the published pipeline, matching
-//!   torchvision on PIL images, and the recipes of `docs/reference.md`
-//!   §5.2–§5.4 ([`Pipeline`]).
+//!   torchvision on PIL images, and the official release's recipes ([`Pipeline`]).
 //! - [`loader`]: shuffled multi-view batches as tch tensors, identical for
 //!   any thread count.
 //!
@@ -35,7 +35,7 @@ pub mod stl10;
 pub mod synthetic;
 pub mod tiny_imagenet;
 
-pub use augment::pipeline::{DatasetKind, Pipeline, Step};
+pub use augment::pipeline::{DatasetKind, Draw, Pipeline, Step};
 pub use cifar::{CifarBinary, CifarKind, CifarSplit};
 pub use dataset::{Dataset, InMemoryDataset, Sample};
 pub use error::DataError;

@@ -1,6 +1,6 @@
-//! torchvision `ColorJitter` on PIL images (`docs/reference.md` §5.2): the four
-//! adjustments in a random order, each on 8-bit RGB with Pillow's arithmetic,
-//! so each step quantises to `u8` as the published pipeline does.
+//! torchvision `ColorJitter` on PIL images: the four adjustments in
+//! a random order, each on 8-bit RGB with Pillow's arithmetic, so each step
+//! quantises to `u8` as the published pipeline does.
 //!
 //! - brightness `f`: `blend(black, img, f)`;
 //! - contrast `f`: `blend(m, img, f)`, `m = ⌊mean(L) + 0.5⌋` of the grayscale image;
@@ -47,7 +47,8 @@ pub struct JitterParams {
 }
 
 impl ColorJitter {
-    /// The strengths of `docs/reference.md` §5.2, `(0.4, 0.4, 0.4, 0.1)`.
+    /// The release's strengths `(0.4, 0.4, 0.4, 0.1)` (`base/cfg.py`'s
+    /// `cj0`..`cj3` defaults, `ImageNet/train.py`).
     pub fn ssl_default() -> Self {
         Self {
             brightness: 0.4,

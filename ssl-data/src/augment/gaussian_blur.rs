@@ -1,120 +1,210 @@
-//! torchvision `GaussianBlur(kernel_size, sigma)` (the ImageNet recipe of
-//! `docs/reference.md` §5.3, which the release runs with PIL's blur instead,
-//! §10): `σ ~ U[σ₀, σ₁]`; the kernel `k[i] ∝ exp(−½ (x_i / σ)²)`,
-//! `x_i = i − (K − 1)/2`, normalised to sum 1, in `f32`; reflect padding
-//! (mirror without repeating the edge); the image converted to `f32`,
-//! convolved, rounded half to even back to `u8`.
+//! Pillow's `ImageFilter.GaussianBlur(radius)`, the blur of the official
+//! release's ImageNet recipe (`ImageNet/transform.py`: `GaussianBlur` draws
+//! `σ = random.uniform(0.1, 2.0)` and calls
+//! `img.filter(ImageFilter.GaussianBlur(radius=σ))`), bit for bit on 8-bit
+//! RGB.
 //!
-//! torchvision convolves with the 2-D outer product `k kᵀ`; this separable
-//! form computes the same sum in another order, so values can differ in the
-//! last `f32` bits and a pixel whose exact value lies within that of a
-//! `.5` may round the other way (at most 1 level, tested).
+//! Pillow does not convolve with a Gaussian kernel (that is torchvision's
+//! `GaussianBlur(kernel_size, sigma)`, which the release does not use): it
+//! runs three *extended box* blurs along the rows, then three along the
+//! columns (`libImaging/BoxBlur.c`, after Gwosdek et al., "Theoretical
+//! foundations of Gaussian convolution by extended box filtering", 2011):
+//!
+//! - the box radius `r = l + α` for three passes of variance `σ²/3` each
+//!   ([`box_radius`], `_gaussian_blur_radius`, partly in `f32`, partly in
+//!   `f64`, as the C code);
+//! - one pass over a line: output `x` is
+//!   `(ww · Σ_{|k| ≤ l} in[x+k] + fw · (in[x−l−1] + in[x+l+1]) + 2²³) >> 24`,
+//!   `ww = ⌊2²⁴ / (2r + 1)⌋` (the division in `f32`),
+//!   `fw = (2²⁴ − (2l + 1) ww) / 2`, `l = ⌊r⌋`, in wrapping `u32`, pixels
+//!   beyond an edge repeating the edge pixel; each pass rounds to 8 bits;
+//! - Pillow blurs columns as rows of the transposed image; here every pass
+//!   runs along whole lines of values at once (rows blurred on the
+//!   transposed image), which is the same arithmetic per value.
+//!
+//! The σ is drawn in `f64` (Python's `random.uniform`: `a + (b − a) u`) and
+//! handed to Pillow as a C `float`, as here.
 
 use rand::Rng;
 
-use crate::augment::uniform;
 use crate::error::DataError;
 use crate::image::RgbImage;
 
-/// `GaussianBlur(kernel_size, sigma=(σ₀, σ₁))`.
+/// `RandomApply([GaussianBlur(σ ∈ [σ₀, σ₁])])`'s blur: Pillow's
+/// `GaussianBlur(radius=σ)` with `σ ~ U[σ₀, σ₁)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GaussianBlur {
-    /// Odd kernel side `K`.
-    pub kernel_size: usize,
-    /// Range σ is drawn from.
-    pub sigma: (f32, f32),
+    /// Range the radius (Pillow's name for the Gaussian's σ) is drawn from.
+    pub radius: (f64, f64),
 }
 
 impl GaussianBlur {
-    /// Draws σ from `U[σ₀, σ₁]`.
-    pub fn sample_sigma<R: Rng + ?Sized>(&self, rng: &mut R) -> f32 {
-        uniform(rng, self.sigma.0 as f64, self.sigma.1 as f64) as f32
+    /// The release's `GaussianBlur([.1, 2.])` (`ImageNet/transform.py`).
+    pub fn imagenet() -> Self {
+        Self { radius: (0.1, 2.0) }
+    }
+
+    /// The radius drawn with `u ∈ [0, 1)`: `σ₀ + (σ₁ − σ₀) u` in `f64`, as
+    /// Python's `random.uniform`, then rounded to `f32`, as Pillow parses it.
+    pub fn radius_at(&self, u: f64) -> f32 {
+        (self.radius.0 + (self.radius.1 - self.radius.0) * u) as f32
+    }
+
+    /// Draws a radius.
+    pub fn sample_radius<R: Rng + ?Sized>(&self, rng: &mut R) -> f32 {
+        self.radius_at(rng.random::<f64>())
     }
 }
 
-/// torchvision's `_get_gaussian_kernel1d` in `f32`.
-pub fn gaussian_kernel(kernel_size: usize, sigma: f32) -> Vec<f32> {
-    let half = (kernel_size as f32 - 1.0) * 0.5;
-    let pdf: Vec<f32> = (0..kernel_size)
-        .map(|i| {
-            let x = (i as f32 - half) / sigma;
-            (-0.5 * x * x).exp()
-        })
-        .collect();
-    let sum: f32 = pdf.iter().sum();
-    pdf.into_iter().map(|p| p / sum).collect()
+/// Pillow's `_gaussian_blur_radius(radius, passes)`: the extended box
+/// radius `l + α` whose `passes`-fold repetition has the variance `radius²`.
+/// The operations and their precisions are the C code's: `σ² = r²/n` in
+/// `f32`, `L = √(12σ² + 1)` and `l = ⌊(L − 1)/2⌋` in `f64` stored to `f32`,
+/// `α` in `f32`.
+pub fn box_radius(radius: f32, passes: u32) -> f32 {
+    let sigma2: f32 = radius * radius / passes as f32;
+    let big_l = (12.0 * sigma2 as f64 + 1.0).sqrt() as f32;
+    let l = ((big_l as f64 - 1.0) / 2.0).floor() as f32;
+    let mut a: f32 = (2.0 * l + 1.0) * (l * (l + 1.0) - 3.0 * sigma2);
+    a /= 6.0 * (sigma2 - (l + 1.0) * (l + 1.0));
+    l + a
 }
 
-/// Mirror index for reflect padding of an axis of length `n`.
-fn reflect(i: isize, n: usize) -> usize {
-    let n = n as isize;
-    if n == 1 {
-        return 0;
+/// One extended box pass along the first axis of the `n × len` bytes `src`
+/// into `dst`: column `j` (one channel of one image row or column) is
+/// blurred as Pillow's `ImagingLineBoxBlur32` blurs a line of `n` pixels
+/// (`ImagingHorizontalBoxBlur`'s weights). Working on whole lines at once
+/// instead of pixel by pixel is the same arithmetic, vectorised.
+fn box_pass(
+    src: &[u8],
+    dst: &mut [u8],
+    n: usize,
+    len: usize,
+    float_radius: f32,
+    acc: &mut Vec<u32>,
+) {
+    // C: `int radius = (int)floatRadius; UINT32 ww = (UINT32)(1 << 24) / (floatRadius * 2 + 1);`
+    let radius = float_radius as usize;
+    let ww = (16_777_216f32 / (float_radius * 2.0 + 1.0)) as u32;
+    let fw = (1u32 << 24).wrapping_sub(((radius * 2 + 1) as u32).wrapping_mul(ww)) / 2;
+    let edge_a = (radius + 1).min(n);
+    let edge_b = n.saturating_sub(radius + 1);
+    let last = n - 1;
+    let line = |i: usize| &src[i * len..(i + 1) * len];
+    // The accumulator for position −1: `radius + 1` copies of position 0,
+    // positions 0..edgeA−1, and the last position for what lies beyond.
+    acc.clear();
+    acc.extend(
+        line(0)
+            .iter()
+            .map(|&v| (v as u32).wrapping_mul(radius as u32 + 1)),
+    );
+    for x in 0..edge_a.saturating_sub(1) {
+        for (a, &v) in acc.iter_mut().zip(line(x)) {
+            *a = a.wrapping_add(v as u32);
+        }
     }
-    let period = 2 * (n - 1);
-    let m = i.rem_euclid(period);
-    (if m < n { m } else { period - m }) as usize
+    let beyond = (radius + 1 - edge_a) as u32;
+    for (a, &v) in acc.iter_mut().zip(line(last)) {
+        *a = a.wrapping_add((v as u32).wrapping_mul(beyond));
+    }
+    // Output position `x`: add position `add`, drop `sub`, weigh `left` and
+    // `right` (the partial pixels at the box's ends) by `fw`.
+    let mut out = |x: usize, sub: usize, add: usize, left: usize, right: usize| {
+        let o = &mut dst[x * len..(x + 1) * len];
+        let (s, a, l, r) = (line(sub), line(add), line(left), line(right));
+        let ends = l.iter().zip(r);
+        for ((((acc, o), &a), &s), (&l, &r)) in acc.iter_mut().zip(o).zip(a).zip(s).zip(ends) {
+            *acc = acc.wrapping_add(a as u32).wrapping_sub(s as u32);
+            let bulk = acc
+                .wrapping_mul(ww)
+                .wrapping_add((l as u32 + r as u32).wrapping_mul(fw));
+            *o = (bulk.wrapping_add(1 << 23) >> 24) as u8;
+        }
+    };
+    if edge_a <= edge_b {
+        for x in 0..edge_a {
+            out(x, 0, x + radius, 0, x + radius + 1);
+        }
+        for x in edge_a..edge_b {
+            out(
+                x,
+                x - radius - 1,
+                x + radius,
+                x - radius - 1,
+                x + radius + 1,
+            );
+        }
+        for x in edge_b..=last {
+            out(x, x - radius - 1, last, x - radius - 1, last);
+        }
+    } else {
+        for x in 0..edge_b {
+            out(x, 0, x + radius, 0, x + radius + 1);
+        }
+        for x in edge_b..edge_a {
+            out(x, 0, last, 0, last);
+        }
+        for x in edge_a..=last {
+            out(x, x - radius - 1, last, x - radius - 1, last);
+        }
+    }
 }
 
-/// `torch.round` (half to even) of a value in `[0, 255]`, as a byte, without
-/// a libm call: adding and subtracting 2²³ rounds an `f32` below 2²² to an
-/// integer in the default round-to-nearest-even mode.
-#[inline]
-fn round_half_even(a: f32) -> u8 {
-    const SHIFT: f32 = 8_388_608.0;
-    ((a.clamp(0.0, 255.0) + SHIFT) - SHIFT) as u8
+/// The `height × width` interleaved 3-channel image `src` transposed into `dst`.
+fn transpose(src: &[u8], dst: &mut [u8], width: usize, height: usize) {
+    for y in 0..height {
+        for x in 0..width {
+            let (s, d) = (3 * (y * width + x), 3 * (x * height + y));
+            dst[d..d + 3].copy_from_slice(&src[s..s + 3]);
+        }
+    }
 }
 
-/// Blurs with a `kernel_size²` Gaussian of standard deviation `sigma`.
-pub fn gaussian_blur(
-    img: &RgbImage,
-    kernel_size: usize,
-    sigma: f32,
-) -> Result<RgbImage, DataError> {
-    if kernel_size & 1 == 0 || sigma <= 0.0 {
+/// Pillow's `ImagingBoxBlur(img, r, r, passes)`: `passes` extended box
+/// blurs of radius `radius` along the rows, then as many along the columns.
+/// A radius of 0 returns the image unchanged; a negative one is an error.
+pub fn box_blur(img: &RgbImage, radius: f32, passes: u32) -> Result<RgbImage, DataError> {
+    if radius.is_nan() || radius < 0.0 || passes == 0 {
         return Err(DataError::InvalidParameter(format!(
-            "Gaussian blur needs an odd kernel size and sigma > 0, got {kernel_size} and {sigma}"
+            "box blur needs a radius >= 0 and at least one pass, got {radius} and {passes}"
         )));
     }
     let (w, h) = (img.width(), img.height());
-    if w == 0 || h == 0 {
+    if radius == 0.0 || w == 0 || h == 0 {
         return Ok(img.clone());
     }
-    let k = gaussian_kernel(kernel_size, sigma);
-    let half = kernel_size / 2;
-    let src = img.as_raw();
-    // Horizontal pass into f32, over a reflect-padded copy of each row.
-    let mut padded = vec![0f32; 3 * (w + 2 * half)];
-    let mut tmp = vec![0f32; 3 * w * h];
-    for y in 0..h {
-        let row = &src[3 * w * y..3 * w * (y + 1)];
-        for (i, px) in padded.chunks_exact_mut(3).enumerate() {
-            let sx = reflect(i as isize - half as isize, w);
-            for c in 0..3 {
-                px[c] = row[3 * sx + c] as f32;
-            }
-        }
-        let out = &mut tmp[3 * w * y..3 * w * (y + 1)];
-        for (j, &kw) in k.iter().enumerate() {
-            for (o, &p) in out.iter_mut().zip(&padded[3 * j..3 * (j + w)]) {
-                *o += p * kw;
-            }
-        }
+    // Along the rows first, as Pillow (each pass rounds to 8 bits, so the
+    // order matters): transposed, the rows' pixels are the lines' positions.
+    let mut a = vec![0u8; img.as_raw().len()];
+    let mut b = vec![0u8; a.len()];
+    let mut acc = Vec::new();
+    transpose(img.as_raw(), &mut a, w, h);
+    for _ in 0..passes {
+        box_pass(&a, &mut b, w, 3 * h, radius, &mut acc);
+        std::mem::swap(&mut a, &mut b);
     }
-    // Vertical pass, rounded half to even.
-    let mut out = vec![0u8; 3 * w * h];
-    let mut acc = vec![0f32; 3 * w];
-    for y in 0..h {
-        acc.fill(0.0);
-        for (j, &kw) in k.iter().enumerate() {
-            let r = reflect(y as isize + j as isize - half as isize, h);
-            for (a, &v) in acc.iter_mut().zip(&tmp[3 * w * r..3 * w * (r + 1)]) {
-                *a += v * kw;
-            }
-        }
-        for (o, &a) in out[3 * w * y..3 * w * (y + 1)].iter_mut().zip(&acc) {
-            *o = round_half_even(a);
-        }
+    transpose(&a, &mut b, h, w);
+    std::mem::swap(&mut a, &mut b);
+    for _ in 0..passes {
+        box_pass(&a, &mut b, h, 3 * w, radius, &mut acc);
+        std::mem::swap(&mut a, &mut b);
     }
-    RgbImage::from_raw(w, h, out)
+    RgbImage::from_raw(w, h, a)
+}
+
+/// Pillow's `img.filter(ImageFilter.GaussianBlur(radius))` on an RGB image:
+/// three extended box passes a direction of radius [`box_radius`]`(radius, 3)`.
+/// A radius of 0 returns a copy, as Pillow does.
+pub fn gaussian_blur(img: &RgbImage, radius: f32) -> Result<RgbImage, DataError> {
+    if radius.is_nan() || radius < 0.0 {
+        return Err(DataError::InvalidParameter(format!(
+            "Gaussian blur needs a radius >= 0, got {radius}"
+        )));
+    }
+    if radius == 0.0 {
+        return Ok(img.clone());
+    }
+    const PASSES: u32 = 3;
+    box_blur(img, box_radius(radius, PASSES), PASSES)
 }

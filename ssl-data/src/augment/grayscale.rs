@@ -1,8 +1,8 @@
-//! torchvision `RandomGrayscale` / `rgb_to_grayscale(num_output_channels=3)` on
-//! PIL images (`docs/reference.md` §5.2): Pillow's `convert("L")`,
+//! torchvision `RandomGrayscale` / `rgb_to_grayscale(num_output_channels=3)`
+//! on PIL images: Pillow's `convert("L")`,
 //! `L = (19595 R + 38470 G + 7471 B + 2¹⁵) >> 16` — the ITU-R 601 luma
-//! `0.299 R + 0.587 G + 0.114 B` in 16-bit fixed point, rounded — copied to
-//! three channels.
+//! `0.299 R + 0.587 G + 0.114 B` in 16-bit fixed point, rounded — copied
+//! to three channels.
 
 use crate::image::RgbImage;
 

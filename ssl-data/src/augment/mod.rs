@@ -1,8 +1,9 @@
 //! Augmentations with torchvision semantics on PIL-like 8-bit RGB images
-//! (`docs/reference.md` §5.2–§5.4), one transform a file. Each transform has a
-//! sampler (drawing its parameters from a caller's RNG, with torchvision's
-//! distributions) and an "apply with given parameters" function, which the
-//! tests feed the same parameters as `torchvision.transforms.functional`.
+//! (the official release's recipes, [`pipeline`]), one transform a file.
+//! Each transform has a sampler (drawing its parameters from a caller's RNG,
+//! with torchvision's distributions) and an "apply with given parameters"
+//! function, which the tests feed the same parameters as
+//! `torchvision.transforms.functional` (or Pillow).
 
 pub mod center_crop;
 pub mod color_jitter;
@@ -20,9 +21,4 @@ use rand::Rng;
 /// `U[lo, hi)`, as torch's `uniform_` (`lo + (hi − lo) u`, `u ∈ [0, 1)`).
 pub(crate) fn uniform<R: Rng + ?Sized>(rng: &mut R, lo: f64, hi: f64) -> f64 {
     lo + (hi - lo) * rng.random::<f64>()
-}
-
-/// A Bernoulli(`p`) coin, as `torch.rand(1) < p` in `RandomApply` & co.
-pub(crate) fn coin<R: Rng + ?Sized>(rng: &mut R, p: f64) -> bool {
-    rng.random::<f64>() < p
 }

@@ -6,7 +6,7 @@
 use crate::error::DataError;
 use crate::image::RgbImage;
 
-/// Per-channel mean and standard deviation (`docs/reference.md` §5.1).
+/// Per-channel mean and standard deviation (the datasets' in [`crate::augment::pipeline::DatasetKind::mean_std`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Normalize {
     /// Channel means.

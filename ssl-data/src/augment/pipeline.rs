@@ -1,34 +1,56 @@
-//! The augmentation recipes of `docs/reference.md` §5.2–§5.4 as sequences of
-//! transforms.
+//! The augmentation recipes of the official release (`winci-ai/CW-RGP`) as
+//! sequences of transforms, each as the release's torchvision pipeline runs
+//! it on PIL images.
 //!
-//! - Small datasets (CIFAR-10/100, STL-10, Tiny-ImageNet), colour first, on the whole image:
-//!   `RandomApply(ColorJitter(0.4, 0.4, 0.4, 0.1), 0.8)`, `RandomGrayscale(0.1)`,
-//!   `RandomResizedCrop(crop, (0.2, 1), (3/4, 4/3), bicubic)`, `RandomHorizontalFlip(0.5)`, normalise.
-//! - ImageNet: `RandomResizedCrop(224, (0.2, 1))`, `RandomApply(ColorJitter(..), 0.8)`,
-//!   `RandomGrayscale(0.2)`, `RandomApply(GaussianBlur(23, σ ∈ [0.1, 2]), 0.5)`, flip, normalise.
-//!   The blur kernel is 23 = the odd size nearest 10 % of 224, the torchvision recipe of
-//!   SimCLR/BYOL (the release blurs with PIL's radius-σ filter, which has no kernel size:
-//!   `docs/reference.md` §10).
-//! - Evaluation: normalise only; STL-10 `Resize(70, bicubic)`, `CenterCrop(64)`; ImageNet
-//!   `Resize(256)`, `CenterCrop(224)`; ImageNet linear training `RandomResizedCrop(224)` + flip.
+//! - Small datasets (CIFAR-10/100, STL-10, Tiny-ImageNet), colour first, on
+//!   the whole image (`base/datasets/transforms.py`'s `aug_transform` with
+//!   `base/cfg.py`'s defaults, which `scripts/base.sh` keeps):
+//!   `RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8)`,
+//!   `RandomGrayscale(p=0.1)`,
+//!   `RandomResizedCrop(crop, scale=(0.2, 1), ratio=(0.75, 4/3), interpolation=3)` (bicubic),
+//!   `RandomHorizontalFlip(p=0.5)`, `ToTensor`, `Normalize` with the dataset's statistics.
+//! - ImageNet (`ImageNet/train.py`): `RandomResizedCrop(224, scale=(0.2, 1))`
+//!   with torchvision's defaults otherwise (ratio `(3/4, 4/3)`, **bilinear**),
+//!   `RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8)`,
+//!   `RandomGrayscale(p=0.2)`, `RandomApply([GaussianBlur([.1, 2.])], p=0.5)`
+//!   where `GaussianBlur` is `ImageNet/transform.py`'s: **Pillow's**
+//!   `ImageFilter.GaussianBlur(radius=σ)`, `σ ~ U[0.1, 2]` (an extended box
+//!   blur with no kernel size, not torchvision's kernel `GaussianBlur`),
+//!   `RandomHorizontalFlip()` (p = 0.5), `ToTensor`, `Normalize`. No solarisation.
+//! - Evaluation: normalise only (CIFAR, Tiny-ImageNet: the datasets'
+//!   `base_transform`); STL-10 `Resize(70, interpolation=3)` (bicubic),
+//!   `CenterCrop(64)` (`base/datasets/stl10.py`'s `test_transform`);
+//!   ImageNet `Resize(256)` (bilinear, torchvision's default), `CenterCrop(224)`,
+//!   and for linear training `RandomResizedCrop(224)` (scale `(0.08, 1)`,
+//!   bilinear) + `RandomHorizontalFlip()` (`ImageNet/lincls.py`).
+//!
+//! Where other descriptions of these recipes differ (a torchvision kernel
+//! blur `GaussianBlur(23, σ)` and bicubic resampling for ImageNet), this
+//! follows the release's files named above.
+//!
+//! The release's ImageNet-100 recipe (`base/datasets/in100.py`: the
+//! small-dataset steps at 224 with the blur after the flip) is not one of
+//! these; [`DatasetKind::ImageNet`] runs `ImageNet/train.py`'s.
+//!
+//! `tests/release_recipes.rs` compares every recipe here, step by step and
+//! parameter by parameter, with the same recipe built from torchvision
+//! objects, and runs both on the same random choices.
 
 use rand::Rng;
 
 use crate::augment::center_crop::center_crop;
-use crate::augment::coin;
-use crate::augment::color_jitter::{apply_jitter, ColorJitter};
+use crate::augment::color_jitter::{apply_jitter, ColorJitter, JitterParams};
 use crate::augment::flip::hflip;
 use crate::augment::gaussian_blur::{gaussian_blur, GaussianBlur};
 use crate::augment::grayscale::to_grayscale;
 use crate::augment::normalize::Normalize;
-use crate::augment::random_resized_crop::RandomResizedCrop;
+use crate::augment::random_resized_crop::{resized_crop, CropBox, RandomResizedCrop};
 use crate::augment::resize::{resize_shorter_side, Interpolation};
 use crate::augment::solarize::solarize;
 use crate::error::DataError;
 use crate::image::RgbImage;
 
-/// The datasets of `docs/reference.md` §5.1, for their statistics and crop
-/// sizes.
+/// The datasets of the release, for their statistics and crop sizes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DatasetKind {
     /// CIFAR-10, 32×32.
@@ -44,7 +66,8 @@ pub enum DatasetKind {
 }
 
 impl DatasetKind {
-    /// Normalisation `(mean, std)` per channel (`docs/reference.md` §5.1).
+    /// Normalisation `(mean, std)` per channel: each dataset's `base_transform`
+    /// in `base/datasets/*.py`; ImageNet's in `ImageNet/train.py`.
     pub fn mean_std(self) -> ([f32; 3], [f32; 3]) {
         match self {
             DatasetKind::Cifar10 => ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010]),
@@ -55,7 +78,7 @@ impl DatasetKind {
         }
     }
 
-    /// SSL crop size (`docs/reference.md` §5.1).
+    /// SSL crop size (the `aug_transform(crop, ..)` argument of `base/datasets/*.py`; 224 for ImageNet).
     pub fn crop_size(self) -> usize {
         match self {
             DatasetKind::Cifar10 | DatasetKind::Cifar100 => 32,
@@ -74,7 +97,7 @@ impl DatasetKind {
 /// One step of a pipeline.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Step {
-    /// `RandomApply(ColorJitter, p)`.
+    /// `RandomApply([ColorJitter], p)`.
     ColorJitter {
         /// Strengths.
         jitter: ColorJitter,
@@ -93,9 +116,9 @@ pub enum Step {
         /// Probability of flipping.
         p: f64,
     },
-    /// `RandomApply(GaussianBlur, p)`.
+    /// `RandomApply([GaussianBlur], p)` with Pillow's blur (`ImageNet/transform.py`).
     GaussianBlur {
-        /// Kernel and σ range.
+        /// Radius range.
         blur: GaussianBlur,
         /// Probability of applying.
         p: f64,
@@ -107,16 +130,43 @@ pub enum Step {
         /// Probability of applying.
         p: f64,
     },
-    /// `Resize(size)`: shorter side to `size`, bicubic.
+    /// `Resize(size, interpolation)`: shorter side to `size`.
     ResizeShorterSide {
         /// New shorter side.
         size: usize,
+        /// Resampling filter.
+        interpolation: Interpolation,
     },
     /// `CenterCrop(size)`.
     CenterCrop {
         /// Square crop side.
         size: usize,
     },
+}
+
+/// One random choice a step made, in the order the steps drew them
+/// ([`Pipeline::augment_recorded`]): enough to replay the same choices
+/// through torchvision, which `tests/release_recipes.rs` does.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Draw {
+    /// The `U[0, 1)` value of a `RandomApply`, `RandomGrayscale`,
+    /// `RandomHorizontalFlip` or `RandomSolarize`; the step applies when it is below `p`.
+    Coin(f64),
+    /// The box of a `RandomResizedCrop`.
+    Crop(CropBox),
+    /// The order and factors of a `ColorJitter`.
+    Jitter(JitterParams),
+    /// The `U[0, 1)` value a blur radius was drawn with ([`GaussianBlur::radius_at`]).
+    Blur(f64),
+}
+
+/// A Bernoulli(`p`) coin, `torch.rand(1) < p` as in `RandomGrayscale` and
+/// `RandomHorizontalFlip`, its value noted. (`RandomApply` skips when
+/// `p < u`: the same choice but at `u = p`, which has probability 0.)
+fn coin<R: Rng + ?Sized>(rng: &mut R, p: f64, note: &mut impl FnMut(Draw)) -> bool {
+    let u = rng.random::<f64>();
+    note(Draw::Coin(u));
+    u < p
 }
 
 /// Transforms applied in order, then `ToTensor` + `Normalize`, producing
@@ -145,9 +195,9 @@ impl Pipeline {
         }
     }
 
-    /// The small-dataset SSL recipe (`docs/reference.md` §5.2, steps 1–5) for
-    /// CIFAR-10/100, STL-10 or Tiny-ImageNet (for ImageNet use
-    /// [`Pipeline::ssl_imagenet`]).
+    /// The small-dataset SSL recipe for CIFAR-10/100, STL-10 or
+    /// Tiny-ImageNet (`base/datasets/transforms.py`, module doc); for
+    /// ImageNet use [`Pipeline::ssl_imagenet`].
     pub fn ssl_small(kind: DatasetKind) -> Self {
         let crop = kind.crop_size();
         Self::new(
@@ -166,21 +216,21 @@ impl Pipeline {
         )
     }
 
-    /// The ImageNet SSL recipe (`docs/reference.md` §5.3).
+    /// The ImageNet SSL recipe of `ImageNet/train.py` (module doc): a
+    /// bilinear crop first, Pillow's Gaussian blur.
     pub fn ssl_imagenet() -> Self {
         Self::new(
             vec![
-                Step::RandomResizedCrop(RandomResizedCrop::new(224)),
+                Step::RandomResizedCrop(
+                    RandomResizedCrop::new(224).with_interpolation(Interpolation::Bilinear),
+                ),
                 Step::ColorJitter {
                     jitter: ColorJitter::ssl_default(),
                     p: 0.8,
                 },
                 Step::Grayscale { p: 0.2 },
                 Step::GaussianBlur {
-                    blur: GaussianBlur {
-                        kernel_size: 23,
-                        sigma: (0.1, 2.0),
-                    },
+                    blur: GaussianBlur::imagenet(),
                     p: 0.5,
                 },
                 Step::HorizontalFlip { p: 0.5 },
@@ -191,17 +241,23 @@ impl Pipeline {
         )
     }
 
-    /// The evaluation transform of a dataset (`docs/reference.md` §5.4):
-    /// normalise only (CIFAR, Tiny-ImageNet); STL-10 `Resize(70)` +
-    /// `CenterCrop(64)`; ImageNet `Resize(256)` + `CenterCrop(224)`.
+    /// The evaluation transform of a dataset (module doc): normalise only
+    /// (CIFAR, Tiny-ImageNet); STL-10 `Resize(70)` bicubic + `CenterCrop(64)`;
+    /// ImageNet `Resize(256)` bilinear + `CenterCrop(224)`.
     pub fn eval(kind: DatasetKind) -> Self {
         let steps = match kind {
             DatasetKind::Stl10 => vec![
-                Step::ResizeShorterSide { size: 70 },
+                Step::ResizeShorterSide {
+                    size: 70,
+                    interpolation: Interpolation::Bicubic,
+                },
                 Step::CenterCrop { size: 64 },
             ],
             DatasetKind::ImageNet => vec![
-                Step::ResizeShorterSide { size: 256 },
+                Step::ResizeShorterSide {
+                    size: 256,
+                    interpolation: Interpolation::Bilinear,
+                },
                 Step::CenterCrop { size: 224 },
             ],
             _ => vec![],
@@ -210,12 +266,17 @@ impl Pipeline {
         Self::new(steps, kind.normalize(), s, s)
     }
 
-    /// ImageNet linear-evaluation training transform: `RandomResizedCrop(224)`
-    /// (torchvision's default scale `(0.08, 1)`) and a flip.
+    /// ImageNet linear-evaluation training transform (`ImageNet/lincls.py`):
+    /// `RandomResizedCrop(224)` with torchvision's defaults (scale
+    /// `(0.08, 1)`, bilinear) and a flip.
     pub fn linear_train_imagenet() -> Self {
         Self::new(
             vec![
-                Step::RandomResizedCrop(RandomResizedCrop::new(224).with_scale((0.08, 1.0))),
+                Step::RandomResizedCrop(
+                    RandomResizedCrop::new(224)
+                        .with_scale((0.08, 1.0))
+                        .with_interpolation(Interpolation::Bilinear),
+                ),
                 Step::HorizontalFlip { p: 0.5 },
             ],
             DatasetKind::ImageNet.normalize(),
@@ -227,6 +288,11 @@ impl Pipeline {
     /// The steps.
     pub fn steps(&self) -> &[Step] {
         &self.steps
+    }
+
+    /// The final `Normalize` (after `ToTensor`).
+    pub fn normalization(&self) -> &Normalize {
+        &self.normalize
     }
 
     /// Output `(height, width)`.
@@ -245,40 +311,71 @@ impl Pipeline {
         img: &RgbImage,
         rng: &mut R,
     ) -> Result<RgbImage, DataError> {
+        self.run(img, rng, None)
+    }
+
+    /// [`Pipeline::augment`], appending each random choice to `record`.
+    pub fn augment_recorded<R: Rng + ?Sized>(
+        &self,
+        img: &RgbImage,
+        rng: &mut R,
+        record: &mut Vec<Draw>,
+    ) -> Result<RgbImage, DataError> {
+        self.run(img, rng, Some(record))
+    }
+
+    fn run<R: Rng + ?Sized>(
+        &self,
+        img: &RgbImage,
+        rng: &mut R,
+        mut record: Option<&mut Vec<Draw>>,
+    ) -> Result<RgbImage, DataError> {
+        let mut note = |d: Draw| {
+            if let Some(r) = record.as_deref_mut() {
+                r.push(d);
+            }
+        };
         let mut img = img.clone();
         for step in &self.steps {
             match *step {
                 Step::ColorJitter { jitter, p } => {
-                    if coin(rng, p) {
+                    if coin(rng, p, &mut note) {
                         let params = jitter.sample(rng);
+                        note(Draw::Jitter(params));
                         apply_jitter(&mut img, &params);
                     }
                 }
                 Step::Grayscale { p } => {
-                    if coin(rng, p) {
+                    if coin(rng, p, &mut note) {
                         to_grayscale(&mut img);
                     }
                 }
-                Step::RandomResizedCrop(rrc) => img = rrc.apply(&img, rng)?,
+                Step::RandomResizedCrop(rrc) => {
+                    let b = rrc.sample_box(img.height(), img.width(), rng);
+                    note(Draw::Crop(b));
+                    img = resized_crop(&img, b, rrc.out_height, rrc.out_width, rrc.interpolation)?;
+                }
                 Step::HorizontalFlip { p } => {
-                    if coin(rng, p) {
+                    if coin(rng, p, &mut note) {
                         hflip(&mut img);
                     }
                 }
                 Step::GaussianBlur { blur, p } => {
-                    if coin(rng, p) {
-                        let sigma = blur.sample_sigma(rng);
-                        img = gaussian_blur(&img, blur.kernel_size, sigma)?;
+                    if coin(rng, p, &mut note) {
+                        let u = rng.random::<f64>();
+                        note(Draw::Blur(u));
+                        img = gaussian_blur(&img, blur.radius_at(u))?;
                     }
                 }
                 Step::Solarize { threshold, p } => {
-                    if coin(rng, p) {
+                    if coin(rng, p, &mut note) {
                         solarize(&mut img, threshold);
                     }
                 }
-                Step::ResizeShorterSide { size } => {
-                    img = resize_shorter_side(&img, size, Interpolation::Bicubic)?
-                }
+                Step::ResizeShorterSide {
+                    size,
+                    interpolation,
+                } => img = resize_shorter_side(&img, size, interpolation)?,
                 Step::CenterCrop { size } => img = center_crop(&img, size, size),
             }
         }

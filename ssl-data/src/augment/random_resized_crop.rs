@@ -1,5 +1,8 @@
-//! torchvision `RandomResizedCrop` (`docs/reference.md` §5.2): sample a box,
-//! crop it, resize it to the output size with bicubic resampling.
+//! torchvision `RandomResizedCrop`: sample a box, crop it, resize it to the
+//! output size with Pillow's resampling (bicubic in the release's
+//! small-dataset recipe, `base/datasets/transforms.py`'s `interpolation=3`;
+//! torchvision's default bilinear in its ImageNet ones, `ImageNet/train.py`
+//! and `ImageNet/lincls.py`).
 //!
 //! Sampling (`RandomResizedCrop.get_params`): up to 10 tries of
 //! `area = H W · U(scale)`, `ratio = exp(U(ln r₀, ln r₁))`,
@@ -44,8 +47,8 @@ pub struct RandomResizedCrop {
 }
 
 impl RandomResizedCrop {
-    /// A square `size` output with the `scale (0.2, 1)`, `ratio (3/4, 4/3)`
-    /// and bicubic resampling of `docs/reference.md` §5.2.
+    /// A square `size` output with the release's small-dataset `scale (0.2, 1)`,
+    /// `ratio (3/4, 4/3)`, bicubic (`base/cfg.py`, `base/datasets/transforms.py`).
     pub fn new(size: usize) -> Self {
         Self {
             out_height: size,
@@ -59,6 +62,12 @@ impl RandomResizedCrop {
     /// The same with another area range (torchvision's default is `(0.08, 1)`).
     pub fn with_scale(mut self, scale: (f64, f64)) -> Self {
         self.scale = scale;
+        self
+    }
+
+    /// The same with another resampling filter (torchvision's default is bilinear).
+    pub fn with_interpolation(mut self, interpolation: Interpolation) -> Self {
+        self.interpolation = interpolation;
         self
     }
 
