@@ -157,10 +157,22 @@ pub struct RunConfig {
     /// the loss stay float32); skipped with a note on other devices.
     #[serde(default)]
     pub bf16: bool,
+    /// Write a resumable checkpoint inside an epoch after this many minutes
+    /// of training since the last one (0 = only at epoch ends). Resuming
+    /// from it continues at that exact step, bit for bit on the CPU.
+    #[serde(default = "default_checkpoint_minutes")]
+    pub checkpoint_every_minutes: f64,
+    /// ... and after this many steps since the last one (0 = off).
+    #[serde(default)]
+    pub checkpoint_every_steps: usize,
 }
 
 fn default_true() -> bool {
     true
+}
+
+fn default_checkpoint_minutes() -> f64 {
+    15.0
 }
 
 /// `[data]`: dataset, views, batches.
@@ -287,6 +299,8 @@ impl Config {
                 log_every: 50,
                 channels_last: true,
                 bf16: false,
+                checkpoint_every_minutes: default_checkpoint_minutes(),
+                checkpoint_every_steps: 0,
             },
             data: DataConfig {
                 dataset,
@@ -502,6 +516,13 @@ impl Config {
                     ))
                 })?;
             }
+        }
+        let minutes = self.run.checkpoint_every_minutes;
+        if !(minutes >= 0.0 && minutes.is_finite()) {
+            refuse!(
+                "run.checkpoint_every_minutes = {minutes}: expected minutes >= 0 (0 = only at \
+                 epoch ends)"
+            );
         }
         let o = &self.optim;
         if !(o.lr > 0.0 && o.lr.is_finite()) {

@@ -319,6 +319,9 @@ pub struct Trainer {
     session: Instant,
     earlier_wall: f64,
     tau0: f64,
+    /// When and at which step the last checkpoint was written (or the
+    /// session started), for `run.checkpoint_every_*`.
+    last_save: (Instant, usize),
 }
 
 impl std::fmt::Debug for Trainer {
@@ -502,6 +505,7 @@ impl Trainer {
             session: Instant::now(),
             earlier_wall,
             tau0,
+            last_save: (Instant::now(), step),
         })
     }
 
@@ -689,10 +693,13 @@ impl Trainer {
         let epochs_done = progress.epoch + 1;
         self.outcome.epochs_done = epochs_done;
         self.outcome.steps_done = self.step;
-        let checkpoint = if self.is_root() {
-            Some(self.save()?)
-        } else {
+        let checkpoint = if !self.is_root() {
             None
+        } else if self.last_save.1 == self.step {
+            // A mid-epoch checkpoint (or the one resumed from) holds this step.
+            Some(self.checkpoint.clone())
+        } else {
+            Some(self.save()?)
         };
         Ok(EpochReport {
             epoch: epochs_done,
@@ -732,9 +739,24 @@ impl Trainer {
         Ok(Some(full))
     }
 
+    /// A mid-epoch checkpoint is due (`run.checkpoint_every_minutes` or
+    /// `run.checkpoint_every_steps` since the last one).
+    pub fn checkpoint_due(&self) -> bool {
+        let (at, step) = self.last_save;
+        let run = &self.cfg.run;
+        let by_steps =
+            run.checkpoint_every_steps > 0 && self.step - step >= run.checkpoint_every_steps;
+        let by_time = run.checkpoint_every_minutes > 0.0
+            && at.elapsed().as_secs_f64() >= 60.0 * run.checkpoint_every_minutes;
+        self.step > step && (by_steps || by_time)
+    }
+
     /// Writes a resumable checkpoint of the exact position (networks,
-    /// optimiser, EMA target, the RNG of the losses, the step) atomically.
-    pub fn save(&self) -> Result<PathBuf> {
+    /// optimiser, EMA target, the RNG of the losses, the step) atomically:
+    /// the data order and augmentations are functions of the seed, the
+    /// epoch and the sample index, so the step is the loader's position.
+    pub fn save(&mut self) -> Result<PathBuf> {
+        self.last_save = (Instant::now(), self.step);
         let meta = CheckpointMetadata::new(
             (self.step / self.steps_per_epoch.max(1)) as u64,
             self.step as u64,
@@ -829,6 +851,13 @@ impl Trainer {
                         results,
                     }))?;
                     return Ok(self.outcome.clone());
+                }
+                if self.is_root() && self.checkpoint_due() {
+                    let path = self.save()?;
+                    callback(cb.on_event(&Event::Checkpoint {
+                        path,
+                        step: self.step,
+                    }))?;
                 }
             }
             let report = self.end_epoch()?;
