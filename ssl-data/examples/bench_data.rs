@@ -1,7 +1,7 @@
 //! `cargo run --release -p ssl-data --example bench_data`: images per second
-//! of the loader on the SPEC §5 recipes, in the peer baseline's line format
-//! (`ours | <what> | images/s | <value>`), to pair with
-//! `torch_baseline.py aug --threads 2`.
+//! of the loader on the training recipes of the paper's release, in the peer
+//! baseline's line format (`ours | <what> | images/s | <value>`), to pair
+//! with `xtask/peer/torch_peer.py aug`.
 //!
 //! - CIFAR recipe: 4096 random 32×32 images, 2 views, batch 256, 2 threads,
 //!   one full epoch (the peer's measurement: one pass of its DataLoader with 2
