@@ -43,7 +43,7 @@ pub const AREAS: &[Area] = &[
         package: "ssl-data",
         example: "bench_data",
         peer: "aug",
-        shared_files: false,
+        shared_files: true,
     },
     Area {
         name: "eval",
@@ -281,6 +281,8 @@ mod tests {
             .parent()
             .expect("xtask sits inside the workspace");
         assert!(root.join(PEER_SCRIPT).is_file());
+        let data = AREAS.iter().find(|a| a.name == "data").expect("data area");
+        assert!(data.shared_files);
     }
 
     #[test]
