@@ -164,7 +164,9 @@ def loss_cases():
     """(label, views, d, w_size, whitening) of our `bench_losses` example.
 
     CW-RGP: `CW_RGP` with `--axis 0 --group 4 --w_size 64`, ZCA
-    (scripts/base.sh, CIFAR-10 rows; `w_iter` 1, the label's work).
+    (scripts/base.sh, CIFAR-10 rows). One whitening iteration in both
+    cases, the work the labels name and our side does (that script's
+    CW-RGP 2 row trains with `--w_iter 4`, i.e. this loop four times).
     W-MSE 4: `WMSE` with `--axis 1 --emb 64 --w_size 128`, Cholesky, one
     group; cfg.py's default `rand_group` still draws and undoes a
     permutation per sub-batch and view, as the release does.
