@@ -1,6 +1,6 @@
 //! `cargo xtask bench eval`: 5-NN and the linear probe on 50,000 × 512 train
 //! and 10,000 × 512 test features, the data of the peer's `bench_eval`
-//! (`torch_baseline.py eval`): 10 Gaussian clusters, `x = centre[y] + 2·N(0, I)`.
+//! (`xtask/peer/torch_peer.py eval`): 10 Gaussian clusters, `x = centre[y] + 2·N(0, I)`.
 //!
 //! Prints `ours | <what> | <unit> | <value>` lines with the peer's labels so
 //! a script can pair them. Options: `--threads N` (default 2, as the peer is

@@ -1,6 +1,5 @@
 //! Criterion benches of whole-loss forward + backward on the peer
-//! baseline's three cases (the `loss` benchmark of the PyTorch baseline
-//! that `cargo xtask bench losses` runs beside ours), plus
+//! baseline's three cases (`xtask/peer/torch_peer.py loss`), plus
 //! the other losses of Table 1 at the same batch. `examples/bench_losses.rs`
 //! prints the same three cases in the peer's line format.
 

@@ -1,6 +1,5 @@
-//! Whole-loss forward + backward on the peer baseline's three cases (the
-//! `loss` benchmark of the PyTorch baseline, see `cargo xtask bench`):
-//! `h = randn(views·256, d)`
+//! Whole-loss forward + backward on the peer baseline's three cases
+//! (`xtask/peer/torch_peer.py loss`): `h = randn(views·256, d)`
 //! with gradient, median of 10 runs after 2 warm-ups. Prints one line per
 //! case, `ours | <the peer's case label> | ms | <median>`, to set beside
 //! the peer's `peer | ... | ms | ...` lines.

@@ -1,5 +1,5 @@
 //! Criterion bench of the whitening alone (forward + backward) at the
-//! three shapes of the peer baseline (`torch_baseline.py loss`):
+//! three shapes of the peer baseline (`xtask/peer/torch_peer.py loss`):
 //! CW, 4 random groups, w_size 64 on `[4, 256, 512]` and `[2, 256, 512]`;
 //! BW Cholesky, w_size 128 on `[4, 256, 64]`. Then the eigensolver alone
 //! against libtorch's (`bench_eigh`), and the closed-form ZCA forward +

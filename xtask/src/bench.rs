@@ -1,18 +1,22 @@
-//! `cargo xtask bench AREA`: our measurement and the peer baseline
-//! (`../shared/peer/torch_baseline.py`) in one invocation on one machine,
-//! printed side by side as
+//! `cargo xtask bench AREA`: our measurement and the peer baseline in one
+//! invocation on one machine, printed side by side as
 //! `bench | CASE | ours V UNIT | peer V UNIT | speedup X` (X > 1: we are faster).
 //!
+//! The peer is [`PEER_SCRIPT`]: the same work done the way the paper's
+//! published PyTorch release does it, run with the project venv's Python.
 //! Our side of each area is an example program of the crate that owns the
 //! work; it prints `ours | CASE | UNIT | VALUE` lines with the peer's own
 //! case labels, so the two sides pair by label.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
 use crate::setup::Env;
+
+/// The peer baseline, relative to the repository root.
+pub const PEER_SCRIPT: &str = "xtask/peer/torch_peer.py";
 
 /// One benchmark area: our example program and the peer's sub-command.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +25,9 @@ pub struct Area {
     pub package: &'static str,
     pub example: &'static str,
     pub peer: &'static str,
+    /// Both sides get `--data DIR`, one scratch folder: ours writes its
+    /// input files there, the peer reads the same files.
+    pub shared_files: bool,
 }
 
 pub const AREAS: &[Area] = &[
@@ -29,24 +36,28 @@ pub const AREAS: &[Area] = &[
         package: "ssl-losses",
         example: "bench_losses",
         peer: "loss",
+        shared_files: false,
     },
     Area {
         name: "data",
         package: "ssl-data",
         example: "bench_data",
         peer: "aug",
+        shared_files: true,
     },
     Area {
         name: "eval",
         package: "ssl-eval",
         example: "bench_eval",
         peer: "eval",
+        shared_files: false,
     },
     Area {
         name: "train",
         package: "ssl-train",
         example: "bench_train",
         peer: "step",
+        shared_files: false,
     },
 ];
 
@@ -135,13 +146,18 @@ pub fn run(root: &Path, env: &Env, which: &str) -> Result<()> {
             ),
         }
     };
-    let peer_script = root.join("../shared/peer/torch_baseline.py");
+    let peer_script = root.join(PEER_SCRIPT);
     if !peer_script.exists() {
         bail!(
             "the peer baseline {} is missing: benches compare against it",
             peer_script.display()
         );
     }
+    let examples = target_dir(
+        root,
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from),
+    )
+    .join("release/examples");
     let mut lines = Vec::new();
     for area in areas {
         crate::run_step(
@@ -159,14 +175,33 @@ pub fn run(root: &Path, env: &Env, which: &str) -> Result<()> {
                 area.example,
             ])),
         )?;
-        let ours_bin = root.join("target/release/examples").join(area.example);
-        let ours = capture(Command::new(&ours_bin).current_dir(root), area.example)?;
+        let scratch = if area.shared_files {
+            Some(
+                tempfile::Builder::new()
+                    .prefix("xtask-bench-")
+                    .tempdir()
+                    .context("creating the benchmark's scratch folder")?,
+            )
+        } else {
+            None
+        };
+        let data_args: Vec<&std::ffi::OsStr> = match &scratch {
+            Some(dir) => vec!["--data".as_ref(), dir.path().as_os_str()],
+            None => Vec::new(),
+        };
+        let ours = capture(
+            Command::new(examples.join(area.example))
+                .args(&data_args)
+                .current_dir(root),
+            area.example,
+        )?;
         let peer = capture(
             Command::new(&env.python)
                 .arg(&peer_script)
                 .arg(area.peer)
+                .args(&data_args)
                 .current_dir(root),
-            "torch_baseline.py",
+            PEER_SCRIPT,
         )?;
         lines.extend(pair(&parse(&ours, "ours"), &parse(&peer, "peer")));
     }
@@ -174,6 +209,15 @@ pub fn run(root: &Path, env: &Env, which: &str) -> Result<()> {
         println!("{line}");
     }
     Ok(())
+}
+
+/// Where cargo puts its output: `CARGO_TARGET_DIR` (relative to the root
+/// when relative, as cargo reads it) or `target`.
+fn target_dir(root: &Path, from_env: Option<PathBuf>) -> PathBuf {
+    match from_env {
+        Some(dir) if !dir.as_os_str().is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
 }
 
 fn capture(cmd: &mut Command, what: &str) -> Result<String> {
@@ -224,11 +268,35 @@ mod tests {
             (train.package, train.example, train.peer),
             ("ssl-train", "bench_train", "step")
         );
-        // The label both sides print (torch_baseline.py bench_step).
+        // The label both sides print (torch_peer.py bench_step).
         let label = "ResNet-18 CW-RGP train step, bs 64 x 2 views (fwd+bwd+Adam)";
         let ours = parse(&format!("ours | {label} | images/s | 120.0"), "ours");
         let peer = parse(&format!("peer | {label} | images/s | 100.0"), "peer");
         assert!(pair(&ours, &peer)[0].ends_with("speedup 1.20"));
+    }
+
+    #[test]
+    fn the_peer_script_is_in_the_repository() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("xtask sits inside the workspace");
+        assert!(root.join(PEER_SCRIPT).is_file());
+        let data = AREAS.iter().find(|a| a.name == "data").expect("data area");
+        assert!(data.shared_files);
+    }
+
+    #[test]
+    fn the_target_dir_follows_cargo_target_dir() {
+        let root = Path::new("/repo");
+        assert_eq!(target_dir(root, None), Path::new("/repo/target"));
+        assert_eq!(
+            target_dir(root, Some("/elsewhere/t".into())),
+            Path::new("/elsewhere/t")
+        );
+        assert_eq!(
+            target_dir(root, Some("build".into())),
+            Path::new("/repo/build")
+        );
     }
 
     #[test]

@@ -41,9 +41,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Our implementation beside the PyTorch peer baseline (see
-    /// `xtask/src/bench.rs`), same machine, same invocation:
-    /// `bench | CASE | ours | peer | speedup`.
+    /// Our implementation beside the peer baseline (xtask/peer/torch_peer.py:
+    /// the same work as the paper's PyTorch release does it), same machine,
+    /// same invocation: `bench | CASE | ours | peer | speedup`.
     Bench {
         /// losses, data, eval, train or all.
         area: String,
