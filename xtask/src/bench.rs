@@ -195,8 +195,15 @@ pub fn run(root: &Path, env: &Env, which: &str) -> Result<()> {
                 .current_dir(root),
             area.example,
         )?;
+        // The same OpenMP runtime setting on both sides: our examples apply
+        // `OMP_WAIT_POLICY=PASSIVE` at start (as `ssl` does), and libgomp's
+        // default spinning made the peer 6-20x slower on a loaded 2-core
+        // machine, which would credit us with the machine's load. A policy
+        // the user set is kept for both.
+        let policy = std::env::var_os("OMP_WAIT_POLICY").unwrap_or_else(|| "PASSIVE".into());
         let peer = capture(
             Command::new(&env.python)
+                .env("OMP_WAIT_POLICY", &policy)
                 .arg(&peer_script)
                 .arg(area.peer)
                 .args(&data_args)
