@@ -35,6 +35,7 @@ pub mod stl10;
 pub mod synthetic;
 pub mod tiny_imagenet;
 
+pub use augment::normalize::Normalize;
 pub use augment::pipeline::{DatasetKind, Draw, Pipeline, Step};
 pub use cifar::{CifarBinary, CifarKind, CifarSplit};
 pub use dataset::{Dataset, InMemoryDataset, Sample};

@@ -80,28 +80,42 @@ impl fmt::Display for Override {
     }
 }
 
-/// The datasets of the paper's Table 1 and 2, plus the built-in synthetic one.
+/// The datasets of the paper's Table 1 and 2, the built-in synthetic one,
+/// and any folder of images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DatasetName {
+    /// CIFAR-10 (binary version).
     Cifar10,
+    /// CIFAR-100 (binary version).
     Cifar100,
+    /// STL-10 (binary version; `unlabeled` for training).
     Stl10,
+    /// Tiny-ImageNet-200.
     TinyImagenet,
+    /// ImageNet as `train/<wnid>/*.JPEG`, `val/<wnid>/*.JPEG`.
     Imagenet,
+    /// The built-in synthetic set (the demo and tests).
     Synthetic,
+    /// Images in `data.path`: in class sub-folders, or flat (unlabelled);
+    /// `data.eval_path` optionally holds labelled `train/` and `val/`
+    /// folders for the evaluations.
+    Folder,
 }
 
 impl DatasetName {
-    pub const ALL: [DatasetName; 6] = [
+    /// Every dataset name.
+    pub const ALL: [DatasetName; 7] = [
         Self::Cifar10,
         Self::Cifar100,
         Self::Stl10,
         Self::TinyImagenet,
         Self::Imagenet,
         Self::Synthetic,
+        Self::Folder,
     ];
 
+    /// The name as written in a config.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Cifar10 => "cifar10",
@@ -110,9 +124,11 @@ impl DatasetName {
             Self::TinyImagenet => "tiny-imagenet",
             Self::Imagenet => "imagenet",
             Self::Synthetic => "synthetic",
+            Self::Folder => "folder",
         }
     }
 
+    /// Parses a config's dataset name.
     pub fn parse(s: &str) -> Result<Self> {
         Self::ALL
             .into_iter()
@@ -188,11 +204,29 @@ pub struct DataConfig {
     pub batch_size: i64,
     /// Augmentation threads (0 = all cores).
     pub workers: usize,
-    /// Training crop size.
+    /// The SSL views' crop size (the random crop's output; the evaluation
+    /// transform of the paper's datasets keeps their own size, a folder's
+    /// centre-crops to this size).
     pub crop: i64,
     /// Use only the first N images of the training split (0 = all): quick
     /// runs, smoke tests.
     pub subset: usize,
+    /// Per-channel normalisation mean, 3 values in [0, 1] (empty: the
+    /// dataset's statistics; ImageNet's for a folder).
+    #[serde(default)]
+    pub mean: Vec<f64>,
+    /// Per-channel normalisation standard deviation (empty: as `mean`).
+    #[serde(default)]
+    pub std: Vec<f64>,
+    /// Measure `mean` and `std` from (up to 512 of) the training images at
+    /// start, instead of the keys above (a folder of unusual images).
+    #[serde(default)]
+    pub measure_stats: bool,
+    /// For `dataset = "folder"`: a folder with labelled `train/<class>/…`
+    /// (what k-NN and the linear probe are fitted on) and `val/<class>/…`
+    /// (what they are scored on). Empty: no evaluation, with a note.
+    #[serde(default)]
+    pub eval_path: PathBuf,
 }
 
 /// `[model]`: encoder and projection head (paper §5: ResNet + MLP head).
@@ -288,7 +322,7 @@ impl Config {
         let crop = match dataset {
             DatasetName::Cifar10 | DatasetName::Cifar100 | DatasetName::Synthetic => 32,
             DatasetName::Stl10 | DatasetName::TinyImagenet => 64,
-            DatasetName::Imagenet => 224,
+            DatasetName::Imagenet | DatasetName::Folder => 224,
         };
         Self {
             run: RunConfig {
@@ -310,6 +344,10 @@ impl Config {
                 workers: 0,
                 crop,
                 subset: 0,
+                mean: Vec::new(),
+                std: Vec::new(),
+                measure_stats: false,
+                eval_path: PathBuf::new(),
             },
             model: ModelConfig {
                 arch: if imagenet { "resnet50" } else { "resnet18" }.into(),
@@ -475,6 +513,20 @@ impl Config {
                     self.method.name()
                 );
             }
+        }
+        for (key, v) in [("data.mean", &d.mean), ("data.std", &d.std)] {
+            if !(v.is_empty() || v.len() == 3) {
+                refuse!("{key} = {v:?}: expected 3 values (one per channel) or none");
+            }
+        }
+        if d.mean.is_empty() != d.std.is_empty() {
+            refuse!("data.mean and data.std go together: give both or neither");
+        }
+        if d.std.iter().any(|&s| !(s > 0.0 && s.is_finite())) {
+            refuse!("data.std = {:?}: every value must be positive", d.std);
+        }
+        if d.crop < 8 {
+            refuse!("data.crop = {}: expected at least 8 pixels", d.crop);
         }
         if d.batch_size < 2 {
             refuse!("data.batch_size = {}: need at least 2", d.batch_size);

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use ssl_data::{
     open_synthetic, open_tiny_imagenet, write_synthetic_cifar, CifarBinary, CifarKind, CifarSplit,
-    DataError, Dataset, DatasetKind, ImageFolder, Loader, LoaderConfig, Pipeline, Sample, Stl10,
-    Stl10Split, SyntheticConfig, TinyImageNetSplit,
+    DataError, Dataset, DatasetKind, ImageFolder, Loader, LoaderConfig, Normalize, Pipeline,
+    Sample, Stl10, Stl10Split, SyntheticConfig, TinyImageNetSplit,
 };
 use tch::{Device, Tensor};
 
@@ -68,6 +68,8 @@ pub struct Splits {
     pub eval_pipeline: Pipeline,
     /// Which of the paper's datasets this is (`None`: a caller's own data).
     pub kind: Option<DatasetKind>,
+    /// Lines for the run's log (measured statistics, …).
+    pub notes: Vec<String>,
 }
 
 /// The labelled splits of the evaluations.
@@ -99,6 +101,7 @@ impl Splits {
             ssl_pipeline,
             eval_pipeline,
             kind: None,
+            notes: Vec::new(),
         }
     }
 
@@ -117,6 +120,7 @@ impl Splits {
             },
             eval_pipeline: Pipeline::eval(kind),
             kind: Some(kind),
+            notes: Vec::new(),
         }
     }
 
@@ -157,8 +161,143 @@ pub fn synthetic_dir(root: &Path) -> PathBuf {
 }
 
 /// The splits of the configured dataset (`data.dataset`, `data.path`,
-/// `data.subset`); the synthetic dataset is written on first use.
+/// `data.subset`; the synthetic dataset is written on first use), with the
+/// SSL crop `data.crop` and the normalisation `data.mean`/`data.std` (or
+/// measured, `data.measure_stats`) applied to the transforms.
 pub fn open_splits(cfg: &Config) -> Result<Splits> {
+    let mut splits = match cfg.data.dataset {
+        DatasetName::Folder => folder_splits(cfg)?,
+        _ => paper_splits(cfg)?,
+    };
+    let crop = cfg.data.crop as usize;
+    if splits.ssl_pipeline.output_size() != (crop, crop) {
+        splits.ssl_pipeline = splits.ssl_pipeline.clone().with_crop(crop);
+    }
+    let stats = if cfg.data.measure_stats {
+        let (mean, std) = measure_stats(&splits.ssl, 512)?;
+        splits.notes.push(format!(
+            "data.measure_stats: mean {mean:.4?}, std {std:.4?} over up to 512 training images"
+        ));
+        Some((mean, std))
+    } else if !cfg.data.mean.is_empty() {
+        let three = |v: &[f64]| [v[0] as f32, v[1] as f32, v[2] as f32];
+        Some((three(&cfg.data.mean), three(&cfg.data.std)))
+    } else {
+        None
+    };
+    if let Some((mean, std)) = stats {
+        let n = Normalize::new(mean, std)?;
+        splits.ssl_pipeline = splits.ssl_pipeline.clone().with_normalize(n);
+        splits.eval_pipeline = splits.eval_pipeline.clone().with_normalize(n);
+    }
+    Ok(splits)
+}
+
+/// Per-channel mean and standard deviation of the pixels (in [0, 1]) of up
+/// to `max` images spread evenly over `dataset`.
+pub fn measure_stats(dataset: &AnyDataset, max: usize) -> Result<([f32; 3], [f32; 3])> {
+    let n = dataset.len().min(max).max(1);
+    let mut sum = [0f64; 3];
+    let mut sq = [0f64; 3];
+    let mut count = 0f64;
+    for k in 0..n.min(dataset.len()) {
+        let index = k * dataset.len() / n;
+        let image = dataset.get(index)?.image;
+        for px in image.as_raw().chunks_exact(3) {
+            for c in 0..3 {
+                let v = f64::from(px[c]) / 255.0;
+                sum[c] += v;
+                sq[c] += v * v;
+            }
+        }
+        count += (image.width() * image.height()) as f64;
+    }
+    if count == 0.0 {
+        bail!("data.measure_stats: the training split has no pixels");
+    }
+    let mean = sum.map(|s| s / count);
+    let std: Vec<f64> = (0..3)
+        .map(|c| {
+            (sq[c] / count - mean[c] * mean[c])
+                .max(0.0)
+                .sqrt()
+                .max(1e-3)
+        })
+        .collect();
+    Ok((
+        mean.map(|m| m as f32),
+        [std[0] as f32, std[1] as f32, std[2] as f32],
+    ))
+}
+
+/// `data.path` as a folder of images: class sub-folders (labels kept) or a
+/// flat folder (one class, labels unused), and `data.eval_path`'s
+/// `train/` and `val/` for the evaluations when given.
+fn folder_splits(cfg: &Config) -> Result<Splits> {
+    let root = &cfg.data.path;
+    if !root.is_dir() {
+        bail!(
+            "data.path = {}: no such folder (data.dataset = \"folder\" trains on the images in \
+             it, or in its class sub-folders)",
+            root.display()
+        );
+    }
+    let has_class_dirs = std::fs::read_dir(root)
+        .with_context(|| format!("reading {}", root.display()))?
+        .flatten()
+        .any(|e| e.path().is_dir());
+    let ssl = if has_class_dirs {
+        ImageFolder::open(root).with_context(|| format!("opening {}", root.display()))?
+    } else {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(root)
+            .with_context(|| format!("reading {}", root.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| ssl_data::image_folder::is_image_file(p))
+            .collect();
+        files.sort();
+        if files.is_empty() {
+            bail!(
+                "data.path = {}: no image files in it (nor class sub-folders)",
+                root.display()
+            );
+        }
+        let entries = files.into_iter().map(|f| (f, 0)).collect();
+        ImageFolder::from_entries(vec!["unlabelled".into()], entries)?
+    };
+    let labelled = if cfg.data.eval_path.as_os_str().is_empty() {
+        None
+    } else {
+        let open = |split: &str| -> Result<AnyDataset> {
+            let dir = cfg.data.eval_path.join(split);
+            let folder = ImageFolder::open(&dir).with_context(|| {
+                format!(
+                    "data.eval_path: opening {} (labelled class sub-folders expected)",
+                    dir.display()
+                )
+            })?;
+            Ok(AnyDataset::new(folder, 0))
+        };
+        Some((open("train")?, open("val")?))
+    };
+    let crop = cfg.data.crop as usize;
+    let ssl_pipeline = if crop < 96 {
+        Pipeline::ssl_small(DatasetKind::Cifar10)
+    } else {
+        Pipeline::ssl_imagenet()
+    }
+    .with_crop(crop)
+    .with_normalize(DatasetKind::ImageNet.normalize());
+    let eval_pipeline = Pipeline::eval(DatasetKind::ImageNet).with_crop(crop);
+    Ok(Splits::custom(
+        AnyDataset::new(ssl, cfg.data.subset),
+        labelled,
+        ssl_pipeline,
+        eval_pipeline,
+    ))
+}
+
+fn paper_splits(cfg: &Config) -> Result<Splits> {
     let root = &cfg.data.path;
     let limit = cfg.data.subset;
     let ds = cfg.data.dataset;
@@ -232,6 +371,7 @@ pub fn open_splits(cfg: &Config) -> Result<Splits> {
             let test = Arc::new(AnyDataset::new(open(TinyImageNetSplit::Val)?, 0));
             Splits::paper(train.clone(), train, test, DatasetKind::TinyImageNet)
         }
+        DatasetName::Folder => folder_splits(cfg)?,
         DatasetName::Imagenet => {
             if !root.join("train").is_dir() {
                 return Err(missing(ds, &root.join("train"), root));

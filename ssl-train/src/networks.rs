@@ -102,11 +102,17 @@ impl StepOutputs {
     }
 }
 
-fn stem_for(dataset: DatasetName) -> Stem {
+/// The ResNet stem of a dataset; a folder's follows its crop size.
+fn stem_for(dataset: DatasetName, crop: i64) -> Stem {
     match dataset {
         DatasetName::Cifar10 | DatasetName::Cifar100 | DatasetName::Synthetic => Stem::Cifar,
         DatasetName::Stl10 | DatasetName::TinyImagenet => Stem::SmallWithMaxPool,
         DatasetName::Imagenet => Stem::ImageNet,
+        DatasetName::Folder => match crop {
+            ..=32 => Stem::Cifar,
+            33..=96 => Stem::SmallWithMaxPool,
+            _ => Stem::ImageNet,
+        },
     }
 }
 
@@ -114,7 +120,8 @@ fn stem_for(dataset: DatasetName) -> Stem {
 /// as a [`BackboneBuilder`].
 pub fn resnet_builder(cfg: &Config) -> Result<BackboneBuilder> {
     let depth = Depth::parse(&cfg.model.arch)?;
-    let rcfg = ResNetConfig::new(depth, stem_for(cfg.data.dataset)).with_width(cfg.model.width);
+    let rcfg = ResNetConfig::new(depth, stem_for(cfg.data.dataset, cfg.data.crop))
+        .with_width(cfg.model.width);
     Ok(Arc::new(move |path: &nn::Path<'_>| {
         Ok(Box::new(ResNet::new(path, &rcfg)?) as Box<dyn Backbone>)
     }))

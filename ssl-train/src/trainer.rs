@@ -434,6 +434,7 @@ impl Trainer {
         let nets = Networks::with_backbone(&cfg, device, &backbone)?;
         let mut notes = Vec::new();
         if is_root {
+            notes.extend(splits.notes.iter().cloned());
             notes.extend(nets.acceleration.notes.iter().cloned());
             if splits.labelled.is_none() {
                 notes.push(

@@ -311,3 +311,95 @@ fn the_events_of_a_tiny_run() {
     .unwrap();
     insta::assert_snapshot!(lines.join("\n"));
 }
+
+/// Writes `n` random 40×40 PNGs into `dir`.
+fn write_pngs(dir: &Path, n: usize, seed: u64) {
+    use rand::{Rng, SeedableRng};
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for i in 0..n {
+        let px: Vec<u8> = (0..40 * 40 * 3).map(|_| rng.random()).collect();
+        image::RgbImage::from_raw(40, 40, px)
+            .unwrap()
+            .save(dir.join(format!("{i:03}.png")))
+            .unwrap();
+    }
+}
+
+#[test]
+fn a_folder_of_images_trains_and_evaluates_only_when_labelled() {
+    let out = scratch_dir();
+    // A flat folder of unlabelled images, and a labelled train/val pair.
+    let flat = out.path().join("flat");
+    write_pngs(&flat, 64, 1);
+    for (split, class, seed) in [
+        ("train", "a", 2),
+        ("train", "b", 3),
+        ("val", "a", 4),
+        ("val", "b", 5),
+    ] {
+        write_pngs(&out.path().join("eval").join(split).join(class), 8, seed);
+    }
+    let flat_s = flat.display().to_string();
+    let eval_s = out.path().join("eval").display().to_string();
+    let base = [
+        ("data.dataset", "folder"),
+        ("data.path", flat_s.as_str()),
+        ("data.crop", "32"),
+        ("data.subset", "0"),
+        ("optim.epochs", "1"),
+        ("data.measure_stats", "true"),
+    ];
+    let notes_of = |name: &str, extra: &[(&str, &str)]| {
+        let mut kv = base.to_vec();
+        kv.extend_from_slice(extra);
+        let mut t = Trainer::new(tiny(out.path(), name, &kv)).unwrap();
+        let mut events = Vec::new();
+        let outcome = t
+            .fit(
+                &mut |e: &Event| events.push(e.clone()),
+                &AtomicBool::new(false),
+            )
+            .unwrap();
+        assert_eq!(outcome.steps_done, 1, "{name}: 64 images, batches of 64");
+        assert_eq!(
+            t.splits().ssl_pipeline.output_size(),
+            (32, 32),
+            "data.crop is the SSL crop"
+        );
+        events
+    };
+    let unlabelled = notes_of("unlabelled", &[]);
+    let said = |events: &[Event], what: &str| {
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Note { text } if text.contains(what)))
+    };
+    assert!(
+        said(&unlabelled, "no labelled evaluation split"),
+        "{unlabelled:?}"
+    );
+    assert!(
+        said(&unlabelled, "data.measure_stats: mean"),
+        "{unlabelled:?}"
+    );
+    assert!(!unlabelled
+        .iter()
+        .any(|e| matches!(e, Event::Evaluated { .. })));
+    let labelled = notes_of("labelled", &[("data.eval_path", eval_s.as_str())]);
+    assert!(!said(&labelled, "no labelled evaluation split"));
+    let knn = labelled.iter().find_map(|e| match e {
+        Event::Evaluated { summary, .. } => Some(summary.knn_top1),
+        _ => None,
+    });
+    assert!(
+        knn.is_some_and(|k| (0.0..=1.0).contains(&k)),
+        "{labelled:?}"
+    );
+    // A folder that is not there is named.
+    let missing = out.path().join("nowhere").display().to_string();
+    let mut kv = base.to_vec();
+    kv.push(("data.path", missing.as_str()));
+    let err = Trainer::new(tiny(out.path(), "missing", &kv)).unwrap_err();
+    assert!(err.to_string().contains("nowhere"), "{err}");
+}

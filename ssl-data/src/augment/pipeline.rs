@@ -87,7 +87,8 @@ impl DatasetKind {
         }
     }
 
-    fn normalize(self) -> Normalize {
+    /// The dataset's [`DatasetKind::mean_std`] as a transform.
+    pub fn normalize(self) -> Normalize {
         let (mean, std) = self.mean_std();
         // The table's std are all positive.
         Normalize::new(mean, std).unwrap_or_else(|e| unreachable!("{e}"))
@@ -283,6 +284,37 @@ impl Pipeline {
             224,
             224,
         )
+    }
+    /// This recipe with square `crop`-pixel outputs, for images of another
+    /// size than its dataset's (an image folder): the random and centre
+    /// crops take the new size, and a shorter-side resize before a centre
+    /// crop keeps its ratio to it (ImageNet's 256 for 224 becomes
+    /// `round(crop · 256 / 224)`).
+    pub fn with_crop(mut self, crop: usize) -> Self {
+        let old = self.out_height.max(1);
+        for step in &mut self.steps {
+            match step {
+                Step::RandomResizedCrop(c) => {
+                    c.out_height = crop;
+                    c.out_width = crop;
+                }
+                Step::CenterCrop { size } => *size = crop,
+                Step::ResizeShorterSide { size, .. } => {
+                    *size = ((*size * crop) as f64 / old as f64).round() as usize;
+                }
+                _ => {}
+            }
+        }
+        self.out_height = crop;
+        self.out_width = crop;
+        self
+    }
+
+    /// This recipe normalised with `normalize` instead of its dataset's
+    /// statistics.
+    pub fn with_normalize(mut self, normalize: Normalize) -> Self {
+        self.normalize = normalize;
+        self
     }
 
     /// The steps.
