@@ -137,18 +137,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .data(splits)
         .backbone(|p| Ok(Box::new(SmallConvNet::new(p)) as Box<dyn Backbone>))
         .build()?;
+    let mut epoch_losses = Vec::new();
     let mut report = |e: &Event| match e {
         Event::EpochEnded {
             epoch, mean_loss, ..
-        } => println!("epoch {epoch}: loss {mean_loss:.4}"),
+        } => {
+            println!("epoch {epoch}: loss {mean_loss:.4}");
+            epoch_losses.push(*mean_loss);
+        }
         Event::Note { text } => println!("note: {text}"),
         _ => {}
     };
     let outcome = trainer.fit(&mut report, &AtomicBool::new(false))?;
     println!(
-        "custom_backbone | loss {:.4} -> {:.4} | k-NN {:.1}% | run {}",
-        outcome.first_loss.unwrap_or(f64::NAN),
-        outcome.last_loss.unwrap_or(f64::NAN),
+        "custom_backbone | loss {:.4} -> {:.4} (epoch means) | k-NN {:.1}% | run {}",
+        epoch_losses.first().copied().unwrap_or(f64::NAN),
+        epoch_losses.last().copied().unwrap_or(f64::NAN),
         100.0 * outcome.last_eval.map_or(f64::NAN, |e| e.knn_top1),
         outcome.run_dir.display()
     );

@@ -185,6 +185,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
             ),
         )?;
     }
+    user_code_example(root, &env)?;
     run_step(
         root,
         "cargo test --doc --workspace",
@@ -195,6 +196,52 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Runs `ssl-train/examples/custom_backbone.rs` (a user's program: its own
+/// encoder, its own in-memory images, CW-RGP through ssl-train's public
+/// API) and checks that its epoch-mean loss fell.
+fn user_code_example(root: &Path, env: &setup::Env) -> Result<()> {
+    let what = "cargo run -p ssl-train --example custom_backbone";
+    eprintln!("xtask | {what}");
+    let out_dir = tempfile::tempdir().context("creating the example's run folder")?;
+    let out = env
+        .apply(cargo().args([
+            "run",
+            "--quiet",
+            "-p",
+            "ssl-train",
+            "--example",
+            "custom_backbone",
+        ]))
+        .args(["--", "--epochs", "4", "--out"])
+        .arg(out_dir.path())
+        .current_dir(root)
+        .output()
+        .with_context(|| format!("could not start `{what}`"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprint!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        bail!("`{what}` failed ({})", out.status);
+    }
+    let (first, last) = example_losses(&stdout)
+        .with_context(|| format!("`{what}` printed no `custom_backbone | loss A -> B` line"))?;
+    if last.partial_cmp(&first) != Some(std::cmp::Ordering::Less) {
+        bail!("`{what}`: the loss did not fall ({first} -> {last})");
+    }
+    Ok(())
+}
+
+/// `(A, B)` of the example's `custom_backbone | loss A -> B ...` line.
+fn example_losses(stdout: &str) -> Option<(f64, f64)> {
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("custom_backbone | loss "))?;
+    let mut words = line.split_whitespace();
+    let first = words.next()?.parse().ok()?;
+    let _arrow = words.next()?;
+    let last = words.next()?.parse().ok()?;
+    Some((first, last))
 }
 
 fn has_nextest() -> bool {
@@ -226,4 +273,17 @@ fn demo(root: &Path) -> Result<()> {
             "cpu",
         ])),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::example_losses;
+
+    #[test]
+    fn the_examples_loss_line_is_read() {
+        let out = "epoch 1: loss 1.6\ncustom_backbone | loss 1.5871 -> 1.4429 (epoch means) | k-NN 32.0% | run r\n";
+        assert_eq!(example_losses(out), Some((1.5871, 1.4429)));
+        assert_eq!(example_losses("custom_backbone | loss nan"), None);
+        assert_eq!(example_losses("nothing"), None);
+    }
 }
