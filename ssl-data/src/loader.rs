@@ -51,7 +51,7 @@ pub struct LoaderConfig {
 }
 
 /// Part `rank` of `count` of every epoch, with the contract of PyTorch's
-/// `DistributedSampler` (and of `ssl_dist::shard`): the epoch order, the
+/// `DistributedSampler` (the one distributed sampler of the workspace): the epoch order, the
 /// same on every rank, padded by repeating its head (or truncated, with
 /// `drop_last`) to a multiple of `count`, then every `count`-th index from
 /// `rank`. With batches of `B / count`, batch `b` of all ranks together is

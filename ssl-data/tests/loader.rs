@@ -213,3 +213,43 @@ fn shards_split_every_global_batch_between_ranks() {
     };
     assert!(Loader::new(ds, pipeline(), bad).is_err());
 }
+
+/// The distributed sampler's contract (PyTorch's `DistributedSampler`):
+/// per epoch every rank's part has the same length, the parts are disjoint
+/// with `drop_last` and cover the epoch without it (padding repeats at
+/// most `count - 1` head indices), and rank `r` holds every `count`-th
+/// index from `r`.
+#[test]
+fn shard_parts_are_equal_disjoint_and_cover_the_epoch() {
+    for (len, count) in [(10, 2), (10, 3), (7, 4), (100, 8), (3, 5)] {
+        let order: Vec<usize> = (0..len).rev().collect();
+        for drop_last in [false, true] {
+            let parts: Vec<Vec<usize>> = (0..count)
+                .map(|rank| ssl_data::Shard { rank, count }.apply(order.clone(), drop_last))
+                .collect();
+            let per = parts[0].len();
+            assert!(parts.iter().all(|p| p.len() == per), "equal lengths");
+            for (rank, p) in parts.iter().enumerate() {
+                for (i, &x) in p.iter().enumerate() {
+                    assert_eq!(x, order[(i * count + rank) % len], "interleaved");
+                }
+            }
+            let mut all = parts.concat();
+            all.sort_unstable();
+            let mut distinct = all.clone();
+            distinct.dedup();
+            if drop_last {
+                assert_eq!(per, len / count);
+                assert_eq!(distinct.len(), all.len(), "disjoint");
+            } else {
+                assert_eq!(per, len.div_ceil(count));
+                assert_eq!(distinct, (0..len).collect::<Vec<_>>(), "covering");
+                assert!(all.len() - len < count, "padding only");
+            }
+        }
+    }
+    assert_eq!(
+        ssl_data::Shard::WHOLE.apply(vec![3, 1, 2], true),
+        vec![3, 1, 2]
+    );
+}

@@ -18,10 +18,11 @@
 //! - [`LaunchEnv`]: the launch variables, `RANK`, `WORLD_SIZE`, `LOCAL_RANK`,
 //!   `MASTER_ADDR` and `MASTER_PORT` (torchrun, SLURM scripts) or
 //!   `OMPI_COMM_WORLD_*` (mpirun).
-//! - [`DistributedSampler`]: PyTorch's `DistributedSampler` contract.
+//! - The distributed sampler is ssl-data's loader `Shard` (PyTorch's
+//!   `DistributedSampler` contract); this crate works on tensors only.
 //!
 //! Architecture Invariant: knows nothing of models, losses or datasets;
-//! works on tensors and index lists; never prints (the caller's `report`
+//! works on tensors; never prints (the caller's `report`
 //! callback receives the watchdog's message just before the job is ended).
 
 mod bucket;
@@ -31,7 +32,6 @@ mod error;
 mod mpi;
 mod nccl;
 pub mod rendezvous;
-mod sampler;
 mod watchdog;
 
 use std::str::FromStr;
@@ -48,7 +48,6 @@ pub use env::{LaunchEnv, Launcher};
 pub use error::{DistError, Result};
 pub use mpi::Mpi;
 pub use nccl::{nccl_version, Nccl};
-pub use sampler::{shard, shard_len, DistributedSampler};
 pub use watchdog::{Expire, Watchdog};
 
 /// Exit status of a job ended by the watchdog or by an error on one rank.

@@ -209,23 +209,3 @@ impl DataParallel {
         Ok(())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn loader_shards_follow_the_sampler_contract() {
-        // ssl-data's Shard and ssl-dist's shard implement one contract.
-        let order: Vec<usize> = (0..23).rev().collect();
-        for count in 1..5 {
-            for rank in 0..count {
-                for drop_last in [false, true] {
-                    let s = ssl_data::Shard { rank, count };
-                    assert_eq!(
-                        s.apply(order.clone(), drop_last),
-                        ssl_dist::shard(&order, rank, count, drop_last)
-                    );
-                }
-            }
-        }
-    }
-}
