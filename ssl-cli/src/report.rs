@@ -216,9 +216,13 @@ mod tests {
         );
         let svg = std::fs::read_to_string(run.join("plots/accuracy.svg")).unwrap();
         assert!(svg.contains("k-NN") && svg.contains("linear"));
-        // A damaged spectrum file is an error of write_plots, a warning for training.
+        // A damaged spectrum file is an error of write_plots (naming the
+        // file), a warning for training: the other plots are still drawn.
         std::fs::write(spectrum_path(run), b"{").unwrap();
-        assert!(write_plots(run).is_err());
+        let err = write_plots(run).unwrap_err();
+        assert!(format!("{err:#}").contains("spectrum.json"), "{err:#}");
+        std::fs::remove_dir_all(run.join("plots")).unwrap();
         write_plots_or_warn(run);
+        assert!(run.join("plots/loss.svg").exists() && run.join("plots/accuracy.png").exists());
     }
 }

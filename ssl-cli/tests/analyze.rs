@@ -152,6 +152,7 @@ fn analyze_checkpoint_spectrum_whitened_output_similarity() {
     };
     assert!(nsr(2) > 0.99, "whitened nsr {}", nsr(2));
     assert!(nsr(0) < nsr(2) && nsr(1) < nsr(2));
+    assert_eq!(reps.len(), 3, "encoder, embedding, whitened");
     for r in reps {
         let knn = r["knn_top1"].as_f64().unwrap();
         assert!(knn > 0.1, "{r}: k-NN at chance");
@@ -179,7 +180,9 @@ fn analyze_checkpoint_spectrum_whitened_output_similarity() {
     plotted(&dir, "similarity-knn");
     tabled(&dir, "similarity");
     let s = json(&dir.join("similarity.json"));
-    for r in s["representations"].as_array().unwrap() {
+    let reps = s["representations"].as_array().unwrap();
+    assert!(!reps.is_empty(), "no representation compared: {s}");
+    for r in reps {
         let v = |k: &str| -> Vec<f64> {
             r[k].as_array()
                 .unwrap()
@@ -219,7 +222,9 @@ fn analyze_gradient_proxy_equals_the_loss_gradient() {
     let (l, p) = (v["loss"].as_f64().unwrap(), v["proxy"].as_f64().unwrap());
     // In value the proxy is 2L (each term equals L); in gradient, equal.
     assert!((p - 2.0 * l).abs() < 1e-9 * l.abs().max(1.0), "{v}");
-    for c in g["comparisons"].as_array().unwrap() {
+    let comparisons = g["comparisons"].as_array().unwrap();
+    assert!(!comparisons.is_empty(), "no gradient compared: {g}");
+    for c in comparisons {
         let rel = c["relative_difference_loss_proxy"].as_f64().unwrap();
         let cos = c["cosine_loss_proxy"].as_f64().unwrap();
         // f64 losses (the network's own f32 backward is shared by both).
@@ -265,6 +270,7 @@ fn analyze_pca_targets_move_more_than_zca_targets() {
     let (pca, zca) = (change("pca-cw"), change("zca-cw"));
     // Measured: PCA ≈ 1.1, ZCA ≈ 0.35 (the embeddings move ≈ 0.1 a step).
     assert!(pca > 1.5 * zca, "PCA {pca} vs ZCA {zca}");
+    assert_eq!(summary.len(), 2, "one row per variant: {summary:?}");
     for s in summary {
         assert_eq!(s["ok"], true, "{s}");
     }
