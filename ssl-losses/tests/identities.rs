@@ -9,6 +9,8 @@ use ssl_losses::{
     barlow_twins_loss, byol_tau, ema_update, norm_mse, nt_xent, sinkhorn_knopp, LossError,
     WhiteningLoss,
 };
+use std::f64::consts::PI;
+
 use tch::{Device, Kind, Tensor};
 use whitening_core::{WhiteningAxis, WhiteningConfig, WhiteningKind};
 
@@ -166,13 +168,33 @@ fn barlow_twins_divides_the_correlation_by_the_embedding_size() {
     }
 }
 
-/// `τ = 1 − (1 − τ₀)(cos(π·k/K) + 1)/2`: τ₀ at 0, (1 + τ₀)/2 halfway, 1 at K.
+/// The release's schedule (`BYOL.step` in `base/methods/byol.py`, called
+/// with `epoch / cfg.epochs` after every step by `base/train.py`): one τ
+/// per 0-based epoch, `1 − (1 − τ₀)(cos(π·e/E) + 1)/2`. The values for
+/// E = 4 are written out (cos(π/4) = 0.70710678…): τ₀, 0.99146447,
+/// 0.995, 0.99853553; the last epoch stays below 1.
 #[test]
-fn byol_tau_follows_the_cosine_schedule() {
-    assert_eq!(byol_tau(0, 1000, 0.99), 0.99);
-    assert!((byol_tau(500, 1000, 0.99) - 0.995).abs() < 1e-12);
-    assert!((byol_tau(1000, 1000, 0.99) - 1.0).abs() < 1e-12);
-    assert!(byol_tau(250, 1000, 0.99) < byol_tau(750, 1000, 0.99));
+fn byol_tau_follows_the_release_cosine_schedule_in_epochs() {
+    let want = [
+        0.99,
+        0.991_464_466_094_067_3,
+        0.995,
+        0.998_535_533_905_932_7,
+    ];
+    for (epoch, w) in want.iter().enumerate() {
+        let tau = byol_tau(epoch, 4, 0.99);
+        assert!((tau - w).abs() < 1e-12, "epoch {epoch}: {tau} vs {w}");
+    }
+    // 100 epochs: τ₀ at the first, (1 + τ₀)/2 halfway, < 1 at the last.
+    assert_eq!(byol_tau(0, 100, 0.99), 0.99);
+    assert!((byol_tau(50, 100, 0.99) - 0.995).abs() < 1e-12);
+    let last = byol_tau(99, 100, 0.99);
+    assert!(
+        last < 1.0 && (last - (1.0 - 0.005 * (1.0 - (PI / 100.0).cos()))).abs() < 1e-15,
+        "{last}"
+    );
+    // Past the end (a caller counting further) the target stays frozen.
+    assert_eq!(byol_tau(100, 100, 0.99), 1.0);
 }
 
 /// `t ← τ t + (1 − τ) o`, in place, checked entry by entry.
