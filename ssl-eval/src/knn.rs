@@ -298,7 +298,10 @@ pub fn knn_scores(
 
 /// Runs the k-NN protocol and reports top-1 accuracy (and top-5 for the
 /// weighted cosine vote, as solo-learn does; a majority vote of 5 has no
-/// meaningful top-5). Accuracy = mean over test rows of `[pred = y]`.
+/// meaningful top-5). Accuracy = mean over test rows of `[pred = y]`, the
+/// prediction being the class with the most votes and, among tied
+/// classes, the smallest label, as the release's `eval_knn` decides
+/// (see [`crate::top_k_accuracy`]).
 pub fn knn_evaluate(
     train: &Features,
     test: &Features,
