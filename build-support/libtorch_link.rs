@@ -9,6 +9,10 @@
 //! - `-Wl,--no-as-needed -ltorch_cuda` when that library exists, so
 //!   `tch::Cuda::is_available()` is true wherever a GPU is.
 //!
+//! It also sets `cfg(ssl_libtorch_cuda)` when that libtorch has its CUDA
+//! library, for tests that only make sense with one (e.g. NCCL loading;
+//! the name is declared in the workspace's `unexpected_cfgs` lint).
+//!
 //! The directory comes from torch-sys itself (`DEP_TCH_LIBTORCH_LIB`, set
 //! because the crate depends on torch-sys directly), so it is always the
 //! libtorch that was actually linked.
@@ -30,6 +34,9 @@ pub fn main() {
             println!("cargo:rustc-link-arg=-l{cuda}");
             println!("cargo:rustc-link-arg=-Wl,--as-needed");
         }
+    }
+    if lib.join("libtorch_cuda.so").exists() {
+        println!("cargo:rustc-cfg=ssl_libtorch_cuda");
     }
     println!("cargo:rustc-env=SSL_LIBTORCH_LIB={}", lib.display());
 }

@@ -91,9 +91,14 @@ fn candidates() -> Vec<String> {
 
 impl Api {
     fn load() -> Result<Self> {
+        Self::load_from(candidates())
+    }
+
+    /// Loads the first of `candidates` that opens.
+    fn load_from(candidates: Vec<String>) -> Result<Self> {
         let mut tried = Vec::new();
         let mut found = None;
-        for name in candidates() {
+        for name in candidates {
             // SAFETY: loading NCCL runs only its own initialisers.
             match unsafe { Library::open(Some(&name), RTLD_NOW | RTLD_GLOBAL) } {
                 Ok(lib) => {
@@ -394,13 +399,86 @@ impl Drop for Nccl {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// When no candidate opens, the error names each path tried and both
+    /// remedies (`SSL_NCCL_LIB`, the pip torch's folder).
     #[test]
-    fn nccl_loads_when_present() {
-        // The pip libtorch ships NCCL; other installs may not: then the
-        // error must say where to get it.
-        match super::nccl_version() {
-            Ok(v) => assert!(v >= 20000, "NCCL {v}"),
-            Err(e) => assert!(e.to_string().contains("SSL_NCCL_LIB"), "{e}"),
+    fn a_missing_nccl_names_every_path_tried_and_the_fix() {
+        let names = vec![
+            "/nonexistent/libnccl.so.2".to_string(),
+            "libnccl-absent.so.9".to_string(),
+        ];
+        let err = match Api::load_from(names.clone()) {
+            Ok(_) => panic!("loaded a library that does not exist"),
+            Err(e) => e.to_string(),
+        };
+        for needle in names.iter().map(String::as_str).chain([
+            "SSL_NCCL_LIB",
+            "site-packages/nvidia/nccl/lib",
+            "LD_LIBRARY_PATH",
+        ]) {
+            assert!(err.contains(needle), "missing {needle:?} in: {err}");
+        }
+    }
+
+    /// `SSL_NCCL_LIB` is tried first, then the loader's search, then the
+    /// folder beside the libtorch this crate was built against.
+    #[test]
+    fn candidates_start_with_ssl_nccl_lib() {
+        let c = candidates();
+        let first = std::env::var("SSL_NCCL_LIB")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "libnccl.so.2".into());
+        assert_eq!(c[0], first);
+        assert!(c.iter().any(|p| p == "libnccl.so.2"), "{c:?}");
+        if let Some(lib) = option_env!("SSL_LIBTORCH_LIB") {
+            assert!(
+                c.last().is_some_and(
+                    |p| p.starts_with(lib) && p.ends_with("../../nvidia/nccl/lib/libnccl.so.2")
+                ),
+                "{c:?}"
+            );
+        }
+    }
+
+    /// A CUDA libtorch brings NCCL (the pip torch links `libtorch_cuda.so`
+    /// against the `nvidia-nccl` wheel it depends on), so NCCL must load,
+    /// without a GPU, and report a 2.x version; where the wheel's metadata
+    /// sits beside the libtorch, the version is the wheel's. Ignored (not
+    /// run) with a CPU-only libtorch, where there is no NCCL to find.
+    #[test]
+    #[cfg_attr(not(ssl_libtorch_cuda), ignore = "CPU-only libtorch: no NCCL to load")]
+    fn nccl_loads_beside_a_cuda_libtorch() {
+        let v = nccl_version().unwrap_or_else(|e| panic!("this libtorch has CUDA: {e}"));
+        assert!((20000..30000).contains(&v), "NCCL version code {v}");
+        let Some(lib) = option_env!("SSL_LIBTORCH_LIB") else {
+            return;
+        };
+        // <site-packages>/torch/lib -> <site-packages>/nvidia_nccl_cu*-X.Y.Z.dist-info
+        let site = PathBuf::from(lib).join("../..");
+        let wheel = std::fs::read_dir(&site).ok().and_then(|entries| {
+            entries.flatten().find_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let rest = name.strip_prefix("nvidia_nccl_cu")?;
+                let version = rest.split_once('-')?.1.strip_suffix(".dist-info")?;
+                let parts: Vec<i32> = version
+                    .split('.')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .ok()?;
+                match parts[..] {
+                    [major, minor, patch, ..] => Some((name, major * 10000 + minor * 100 + patch)),
+                    _ => None,
+                }
+            })
+        });
+        if let Some((name, code)) = wheel {
+            assert_eq!(
+                v, code,
+                "NCCL reports {v}, the wheel beside libtorch is {name}"
+            );
         }
     }
 }

@@ -140,17 +140,18 @@ pub fn nearest_neighbours(
     test_x: &Tensor,
     cfg: &KnnConfig,
 ) -> Result<Neighbours, EvalError> {
-    nearest_impl(train_x, test_x, cfg, true)
+    nearest_impl(train_x, test_x, cfg, true).map(|(nb, _)| nb)
 }
 
 /// [`nearest_neighbours`], with the CPU kernel (`fused`) or the tensor
-/// path that other devices take (tested against each other on the CPU).
+/// path that other devices take (tested against each other on the CPU);
+/// also what the CPU kernel's prefilter did (`None` when it did not run).
 fn nearest_impl(
     train_x: &Tensor,
     test_x: &Tensor,
     cfg: &KnnConfig,
     fused: bool,
-) -> Result<Neighbours, EvalError> {
+) -> Result<(Neighbours, Option<crate::knn_quant::PrefilterStats>), EvalError> {
     for (t, what) in [
         (train_x, "k-NN train features"),
         (test_x, "k-NN test features"),
@@ -197,7 +198,7 @@ fn nearest_impl(
                 Some(sq) => flat(sq)?,
                 None => vec![0.0; n_train as usize],
             };
-            let (idx, keys) = with_f32_slice(&train, |train| {
+            let (idx, keys, stats) = with_f32_slice(&train, |train| {
                 with_f32_slice(&test_rows, |test| {
                     let problem = crate::knn_cpu::Problem {
                         train,
@@ -216,10 +217,13 @@ fn nearest_impl(
             } else {
                 -keys
             };
-            return Ok(Neighbours {
-                indices: Tensor::from_slice(&idx).view([n_test, cfg.k]),
-                values,
-            });
+            return Ok((
+                Neighbours {
+                    indices: Tensor::from_slice(&idx).view([n_test, cfg.k]),
+                    values,
+                },
+                stats,
+            ));
         }
         let mut all_idx = Vec::new();
         let mut all_val = Vec::new();
@@ -264,10 +268,13 @@ fn nearest_impl(
             all_val.push(val);
             r0 += rows;
         }
-        Ok(Neighbours {
-            indices: Tensor::cat(&all_idx, 0),
-            values: Tensor::cat(&all_val, 0),
-        })
+        Ok((
+            Neighbours {
+                indices: Tensor::cat(&all_idx, 0),
+                values: Tensor::cat(&all_val, 0),
+            },
+            None,
+        ))
     })
 }
 
@@ -299,7 +306,10 @@ pub fn knn_scores(
 
 /// Runs the k-NN protocol and reports top-1 accuracy (and top-5 for the
 /// weighted cosine vote, as solo-learn does; a majority vote of 5 has no
-/// meaningful top-5). Accuracy = mean over test rows of `[pred = y]`.
+/// meaningful top-5). Accuracy = mean over test rows of `[pred = y]`, the
+/// prediction being the class with the most votes and, among tied
+/// classes, the smallest label, as the release's `eval_knn` decides
+/// (see [`crate::top_k_accuracy`]).
 pub fn knn_evaluate(
     train: &Features,
     test: &Features,
@@ -420,8 +430,12 @@ mod tests {
                     test_block,
                     train_block,
                 };
-                let a = nearest_impl(&train, &test, &cfg, true).unwrap();
-                let b = nearest_impl(&train, &test, &cfg, false).unwrap();
+                let (a, stats) = nearest_impl(&train, &test, &cfg, true).unwrap();
+                assert_eq!(
+                    stats, None,
+                    "21 000 pairs are far below the prefilter's size"
+                );
+                let (b, _) = nearest_impl(&train, &test, &cfg, false).unwrap();
                 let diff = (&a.values - &b.values).abs().max().double_value(&[]);
                 assert!(diff < 1e-5, "{metric:?}: values differ by {diff}");
                 if matches!(metric, KnnMetric::Euclidean) {
@@ -436,14 +450,21 @@ mod tests {
     }
 
     /// A problem large enough for the CPU path's 7-bit prefilter
-    /// (`knn_quant`, from 2²⁵ test × train pairs): its neighbours are the
-    /// tensor path's. Integer features keep every key exact in f32 too, and
-    /// make ties at the k-th place common.
+    /// (`knn_quant`, from 2²⁵ test × train pairs): the prefilter runs on an
+    /// AVX2 CPU (and ranks most rows from its candidates rather than handing
+    /// them all to sgemm), declines elsewhere, and either way the
+    /// neighbours are the tensor path's. Integer features keep every key
+    /// exact in f32 too, and make ties at the k-th place common.
     #[test]
     fn prefiltered_cpu_path_and_tensor_path_agree() {
         tch::manual_seed(6);
         let (n, q) = (65536, 512);
         assert!(n * q >= crate::knn_quant::MIN_PAIRS);
+        #[cfg(target_arch = "x86_64")]
+        let avx2 = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        let avx2 = false;
         let train = Tensor::randint(16, [n as i64, 64], (Kind::Float, tch::Device::Cpu));
         let test = Tensor::randint(16, [q as i64, 64], (Kind::Float, tch::Device::Cpu));
         for k in [1, 5, 20] {
@@ -451,8 +472,15 @@ mod tests {
                 k,
                 ..KnnConfig::reference()
             };
-            let a = nearest_impl(&train, &test, &cfg, true).unwrap();
-            let b = nearest_impl(&train, &test, &cfg, false).unwrap();
+            let (a, stats) = nearest_impl(&train, &test, &cfg, true).unwrap();
+            if avx2 {
+                let stats = stats.unwrap_or_else(|| panic!("k = {k}: the prefilter did not run"));
+                assert_eq!(stats.ranked + stats.fallback, q, "k = {k}: {stats:?}");
+                assert!(stats.ranked > q / 2, "k = {k}: {stats:?}");
+            } else {
+                assert_eq!(stats, None, "no AVX2: the prefilter must decline");
+            }
+            let (b, _) = nearest_impl(&train, &test, &cfg, false).unwrap();
             assert!(a.indices.equal(&b.indices), "k = {k}: indices differ");
             assert!(a.values.equal(&b.values), "k = {k}: distances differ");
         }

@@ -27,6 +27,7 @@ use std::os::raw::c_int;
 
 use rayon::prelude::*;
 
+use crate::knn_quant::PrefilterStats;
 use crate::EvalError;
 
 #[link(name = "openblas")]
@@ -140,18 +141,18 @@ pub(crate) struct Problem<'a> {
     pub alpha: f32,
 }
 
+/// What [`k_best`] finds: `(indices, keys, prefilter statistics)`.
+pub(crate) type Ranked = (Vec<i64>, Vec<f32>, Option<PrefilterStats>);
+
 /// The `k` best training rows of every test row: `(indices, keys)`, both
 /// `[q, k]` row-major, best first, by the exact 7-bit prefilter of
 /// [`crate::knn_quant`] where it applies (AVX2, a large problem), else by
-/// [`k_best_sgemm`].
-pub(crate) fn k_best(
-    p: &Problem<'_>,
-    train_block: usize,
-) -> Result<(Vec<i64>, Vec<f32>), EvalError> {
+/// [`k_best_sgemm`]; with what the prefilter did, `None` when it did not run.
+pub(crate) fn k_best(p: &Problem<'_>, train_block: usize) -> Result<Ranked, EvalError> {
     let exact = |rows: &[f32]| k_best_sgemm(&Problem { test: rows, ..*p }, train_block);
     match crate::knn_quant::k_best(p, false, &exact) {
-        Some(found) => found.map(|(idx, keys, _)| (idx, keys)),
-        None => exact(p.test),
+        Some(found) => found.map(|(idx, keys, stats)| (idx, keys, Some(stats))),
+        None => exact(p.test).map(|(idx, keys)| (idx, keys, None)),
     }
 }
 

@@ -118,13 +118,33 @@ impl LinearClassifier {
 }
 
 /// Fraction of rows whose label is among the `k` highest scores
-/// (`k` capped at the number of classes): `mean_r [y_r ∈ top-k(s_r)]`.
+/// (`k` capped at the number of classes): `mean_r [y_r ∈ top-k(s_r)]`,
+/// with equal scores ranked toward the smallest label.
+///
+/// Ties are real in the k-NN vote (neighbour counts): there the prediction
+/// must be the release's, the smallest of the tied labels
+/// (`labels.unique(return_counts=True)` then `argmax` in `eval_knn`), which
+/// `topk` does not promise (libtorch's CPU `topk(1)` returns class 7 of
+/// ten classes where 3 and 7 tie). So a label's rank is counted directly: the
+/// classes scoring more, plus the tied classes with a smaller label, and
+/// the row is a hit when that rank is below `k`. A NaN score ranks above
+/// every number, and a row whose own label scores NaN is a miss.
 pub fn top_k_accuracy(scores: &Tensor, labels: &Tensor, k: i64) -> f64 {
-    let k = k.min(scores.size()[1]).max(1);
-    let (_, top) = scores.topk(k, 1, true, true);
-    top.eq_tensor(&labels.unsqueeze(1))
-        .any_dim(1, false)
-        .to_kind(Kind::Double)
-        .mean(Kind::Double)
-        .double_value(&[])
+    let classes = scores.size()[1];
+    let k = k.min(classes).max(1);
+    tch::no_grad(|| {
+        let y = labels.to_device(scores.device()).unsqueeze(1);
+        let own = scores.gather(1, &y, false);
+        let class = Tensor::arange(classes, (Kind::Int64, scores.device())).unsqueeze(0);
+        let above = scores.gt_tensor(&own).logical_or(&scores.isnan());
+        let tied_before = scores.eq_tensor(&own).logical_and(&class.lt_tensor(&y));
+        let rank = above
+            .logical_or(&tied_before)
+            .sum_dim_intlist(1, false, Kind::Int64);
+        rank.lt(k)
+            .logical_and(&own.squeeze_dim(1).isnan().logical_not())
+            .to_kind(Kind::Double)
+            .mean(Kind::Double)
+            .double_value(&[])
+    })
 }

@@ -1,11 +1,15 @@
 //! The ImageNet linear protocol on tiny synthetic images with a tiny
-//! encoder, and its optimisers against torch's SGD and MoCo v3's LARS run
-//! by the venv Python.
+//! encoder built from our layers (ssl-models' batch norm), and its
+//! optimisers against torch's SGD and MoCo v3's LARS run by the venv
+//! Python.
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use ssl_eval::{
-    imagenet_linear, ImagenetLinearConfig, ImagenetLinearTask, LinearOptimizer, LinearProtocol,
-    TensorOptimizer,
+    imagenet_linear, top_k_accuracy, ImagenetLinearConfig, ImagenetLinearTask, LinearClassifier,
+    LinearOptimizer, LinearProtocol, TensorOptimizer,
 };
+use ssl_models::{batch_norm, BatchNormConfig};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
@@ -55,10 +59,11 @@ fn var_values(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     v
 }
 
-#[test]
-fn frozen_encoder_with_frozen_bn_learns_a_linear_classifier() {
+/// A conv + our batch norm + ReLU + 2×2 pooling encoder (64 features),
+/// whose running statistics have seen a few training-mode batches so that
+/// evaluation mode differs from training mode.
+fn tiny_encoder(vs: &nn::VarStore) -> nn::SequentialT {
     tch::manual_seed(0);
-    let vs = nn::VarStore::new(Device::Cpu);
     let root = vs.root();
     let encoder = nn::seq_t()
         .add(nn::conv2d(
@@ -71,10 +76,30 @@ fn frozen_encoder_with_frozen_bn_learns_a_linear_classifier() {
                 ..Default::default()
             },
         ))
-        .add(nn::batch_norm2d(&root / "bn", 16, Default::default()))
+        .add(batch_norm(&(&root / "bn"), 16, BatchNormConfig::default()))
         .add_fn(|x| x.relu())
         .add_fn(|x| x.adaptive_avg_pool2d([2, 2]).flatten(1, -1));
+    tch::no_grad(|| {
+        for seed in 10..13 {
+            let (x, _) = images(64, 6, seed);
+            let _ = encoder.forward_t(&(x * 2.0 + 0.5), true);
+        }
+    });
+    encoder
+}
+
+#[test]
+fn frozen_encoder_with_frozen_bn_learns_a_linear_classifier() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let encoder = tiny_encoder(&vs);
     let before = var_values(&vs);
+    let tracked = |v: &[(String, Tensor)]| {
+        v.iter()
+            .find(|(k, _)| k == "bn.num_batches_tracked")
+            .map(|(_, t)| t.int64_value(&[]))
+            .expect("our batch norm counts its training batches")
+    };
+    assert_eq!(tracked(&before), 3, "the warm-up batches were counted");
     let (classes, batch) = (6, 32);
     let (xtr, ytr) = images(384, classes, 1);
     let (xva, yva) = images(192, classes, 2);
@@ -124,17 +149,85 @@ fn frozen_encoder_with_frozen_bn_learns_a_linear_classifier() {
     assert!(res.top1 >= 0.9, "{res:?}");
     assert!(res.top5 >= res.top1);
     assert_eq!(clf.weight.size(), vec![classes, 64]);
-    // Frozen: weights and BN running statistics are bit-for-bit unchanged.
-    for ((name, a), (_, b)) in before.iter().zip(var_values(&vs)) {
-        assert!(a.equal(&b), "encoder variable {name} changed");
+    // Frozen: weights, running statistics and the count of training
+    // batches are bit-for-bit unchanged (a training-mode forward would have
+    // moved the statistics and counted its batch).
+    let after = var_values(&vs);
+    for ((name, a), (_, b)) in before.iter().zip(&after) {
+        assert!(a.equal(b), "encoder variable {name} changed");
     }
-    // Evaluation-mode forward: BN uses running stats, so two calls on
-    // different batches give the same per-example output.
-    let one = encoder.forward_t(&xva.narrow(0, 0, 1), false);
-    let with_others = encoder
-        .forward_t(&xva.narrow(0, 0, 8), false)
-        .narrow(0, 0, 1);
-    assert!(one.allclose(&with_others, 1e-5, 1e-6, false));
+    assert_eq!(tracked(&after), 3);
+    // The reported top-1 is the classifier's on evaluation-mode features
+    // (running statistics), which differ from training-mode ones here.
+    let (eval_h, train_h) = tch::no_grad(|| {
+        (
+            encoder.forward_t(&xva, false),
+            encoder.forward_t(&xva, true),
+        )
+    });
+    let top1 = top_k_accuracy(&clf.logits(&eval_h), &yva, 1);
+    assert!((top1 - res.top1).abs() < 1e-12, "{top1} vs {res:?}");
+    let gap = (&eval_h - &train_h).abs().max().double_value(&[]);
+    assert!(
+        gap > 0.1,
+        "evaluation and training mode agree ({gap}): the check says nothing"
+    );
+}
+
+/// `LinearOptimizer::Lars` runs LARS: one epoch of one batch gives the
+/// classifier that the protocol's documented start (`N(0, 0.01²)` weights
+/// from the seed, zero bias) and one LARS step of the cross-entropy
+/// gradient at the first epoch's learning rate give, and differs from the
+/// SGD run's; the result is labelled as the LARS protocol.
+#[test]
+fn the_lars_option_takes_lars_steps() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let encoder = tiny_encoder(&vs);
+    let classes = 6;
+    let (x, y) = images(48, classes, 3);
+    let task = ImagenetLinearTask {
+        encoder: &encoder,
+        feature_dim: 64,
+        num_classes: classes,
+        device: Device::Cpu,
+    };
+    let run = |optimizer| {
+        let cfg = ImagenetLinearConfig {
+            epochs: 1,
+            batch_size: 48,
+            weight_decay: 1e-2,
+            optimizer,
+            seed: 5,
+            ..ImagenetLinearConfig::paper()
+        };
+        let batches = |_| vec![(x.shallow_clone(), y.shallow_clone())];
+        let val = vec![(x.shallow_clone(), y.shallow_clone())];
+        let (clf, res) = imagenet_linear(&task, batches, |t: &Tensor| t.shallow_clone(), val, &cfg)
+            .expect("protocol runs");
+        (clf, res, cfg)
+    };
+    let lars = LinearOptimizer::Lars {
+        trust_coefficient: 1e-3,
+    };
+    let (clf, res, cfg) = run(lars);
+    assert_eq!(res.protocol, LinearProtocol::ImagenetLars);
+    let mut want =
+        LinearClassifier::normal_init(64, classes, Device::Cpu, &mut ChaCha8Rng::seed_from_u64(5));
+    let h = tch::no_grad(|| encoder.forward_t(&x, false));
+    let (gw, gb) = want.cross_entropy_grad(&h, &y.one_hot(classes).to_kind(Kind::Float));
+    let mut opt = TensorOptimizer::lars(&[&want.weight, &want.bias], cfg.momentum, 1e-2, 1e-3);
+    opt.step(
+        &mut [&mut want.weight, &mut want.bias],
+        vec![gw, gb],
+        cfg.lr_at(0),
+    );
+    let dw = (&clf.weight - &want.weight).abs().max().double_value(&[]);
+    let db = (&clf.bias - &want.bias).abs().max().double_value(&[]);
+    assert!(dw < 1e-7 && db < 1e-7, "weight off by {dw}, bias by {db}");
+    let (sgd, res_sgd, _) = run(LinearOptimizer::Sgd);
+    assert_eq!(res_sgd.protocol, LinearProtocol::ImagenetSgd);
+    let apart = (&sgd.weight - &clf.weight).abs().max().double_value(&[]);
+    assert!(apart > 1e-4, "SGD and LARS took the same step ({apart})");
 }
 
 #[test]
@@ -233,16 +326,4 @@ for name in ("sgd", "lars"):
             "{name} did not move the weight"
         );
     }
-    let cfg = ImagenetLinearConfig {
-        optimizer: LinearOptimizer::Lars {
-            trust_coefficient: 1e-3,
-        },
-        ..ImagenetLinearConfig::paper()
-    };
-    assert_eq!(
-        cfg.optimizer,
-        LinearOptimizer::Lars {
-            trust_coefficient: 1e-3
-        }
-    );
 }

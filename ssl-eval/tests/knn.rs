@@ -4,7 +4,8 @@
 //! blocked against unblocked runs.
 
 use ssl_eval::{
-    knn_evaluate, knn_scores, nearest_neighbours, EvalError, Features, KnnConfig, KnnMetric,
+    knn_evaluate, knn_scores, nearest_neighbours, top_k_accuracy, EvalError, Features, KnnConfig,
+    KnnMetric,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -84,6 +85,17 @@ fn euclidean_5nn_matches_brute_force_oracle_with_ties_for_every_blocking() {
     let train = features(&xtr, d, &ytr);
     let test = features(&xte, d, &yte);
     let (nb_oracle, pred_oracle) = oracle(&xtr, &ytr, &xte, d, 5, classes as usize);
+    let hits = pred_oracle.iter().zip(&yte).filter(|(p, y)| p == y).count();
+    let oracle_acc = hits as f64 / yte.len() as f64;
+    let vote_ties = nb_oracle
+        .iter()
+        .filter(|nb| {
+            let mut counts = vec![0; classes as usize];
+            nb.iter().for_each(|&j| counts[ytr[j] as usize] += 1);
+            let best = *counts.iter().max().expect("classes > 0");
+            counts.iter().filter(|&&c| c == best).count() > 1
+        })
+        .count();
     // Blocks: unblocked, uneven test blocks, training blocks of exactly k
     // and of a size that does not divide 60.
     for (tb, trb) in [(1000, 1000), (7, 5), (1, 13), (16, 60)] {
@@ -110,7 +122,13 @@ fn euclidean_5nn_matches_brute_force_oracle_with_ties_for_every_blocking() {
             pred_oracle,
             "blocks ({tb}, {trb})"
         );
+        // The reported accuracy is that of the oracle's predictions.
+        let res = knn_evaluate(&train, &test, &cfg).expect("k-NN");
+        assert_eq!(res.top1, oracle_acc, "blocks ({tb}, {trb})");
     }
+    // Vote ties decide some of these predictions (else the check above
+    // says nothing about them).
+    assert!(vote_ties > 3, "only {vote_ties} test rows with a tied vote");
     // The data must actually contain ties for the test to mean anything:
     // some test row has its 5th and 6th nearest at the same distance.
     let boundary_ties = xte
@@ -171,6 +189,56 @@ fn vote_ties_go_to_the_smallest_label_and_distance_ties_to_the_smaller_index() {
             vec![1.0; 5]
         );
     }
+}
+
+/// The reported top-1 breaks vote ties toward the smallest label, as the
+/// release's `eval_knn` does: two labels with two votes each out of five,
+/// the test row labelled with the smaller one is a hit and with the larger
+/// one a miss, whichever of the two is nearer and whatever the number of
+/// classes (with ten, libtorch's `topk` would pick 7 over 3).
+#[test]
+fn reported_top1_breaks_vote_ties_toward_the_smallest_label() {
+    for (labels, small, large, classes) in [
+        ([7, 3, 7, 3, 0], 3, 7, 10),
+        ([3, 7, 3, 7, 0], 3, 7, 10),
+        ([3, 3, 1, 1, 0], 1, 3, 4),
+        ([9, 2, 2, 9, 5], 2, 9, 10),
+    ] {
+        // 1-D: the test point at 0, neighbours at 1..=5 with `labels`, and
+        // a far point that makes the label range `classes`.
+        let mut y = labels.to_vec();
+        y.push(classes - 1);
+        let train = features(&[1.0, 2.0, 3.0, 4.0, 5.0, 50.0], 1, &y);
+        for (label, want) in [(small, 1.0), (large, 0.0)] {
+            let test = features(&[0.0], 1, &[label]);
+            let res = knn_evaluate(&train, &test, &KnnConfig::reference()).expect("k-NN");
+            assert_eq!(
+                res.top1, want,
+                "votes {labels:?}, {classes} classes, test label {label}"
+            );
+        }
+    }
+}
+
+/// Ties in any score (neighbour counts, logits) rank toward the smallest
+/// label at every k; a NaN score ranks first and a NaN own score misses.
+#[test]
+fn top_k_accuracy_ranks_ties_toward_the_smallest_label() {
+    let scores =
+        Tensor::from_slice(&[0.0f32, 5.0, 1.0, 5.0, 5.0, 0.0, 0.0, 0.0, 0.0, 0.0]).view([1, 10]);
+    // Best first: the tied 5s by label, then the 1, then the tied 0s.
+    let order = [1i64, 3, 4, 2, 0, 5, 6, 7, 8, 9];
+    for k in 1..=10 {
+        for (rank, &label) in order.iter().enumerate() {
+            let want = if (rank as i64) < k { 1.0 } else { 0.0 };
+            let got = top_k_accuracy(&scores, &Tensor::from_slice(&[label]), k);
+            assert_eq!(got, want, "label {label} at k = {k}");
+        }
+    }
+    let nan = Tensor::from_slice(&[1.0f32, f32::NAN, 2.0]).view([1, 3]);
+    assert_eq!(top_k_accuracy(&nan, &Tensor::from_slice(&[2i64]), 1), 0.0);
+    assert_eq!(top_k_accuracy(&nan, &Tensor::from_slice(&[2i64]), 2), 1.0);
+    assert_eq!(top_k_accuracy(&nan, &Tensor::from_slice(&[1i64]), 3), 0.0);
 }
 
 #[test]

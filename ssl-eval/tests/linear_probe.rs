@@ -13,13 +13,50 @@ use tch::{Device, Kind, Tensor};
 
 const CPU: (Kind, Device) = (Kind::Float, Device::Cpu);
 
-/// `n` examples of `classes` Gaussian clusters `centre[y] + noise·N(0, I)`.
+/// One problem of `classes` Gaussian clusters in `d` dimensions: the
+/// centres `spread·N(0, I)` are drawn from `seed`, and each split its own
+/// examples `centre[y] + noise·N(0, I)` from its own seed.
+struct Clusters {
+    centres: Tensor,
+    noise: f64,
+}
+
+impl Clusters {
+    fn new(d: i64, classes: i64, spread: f64, noise: f64, seed: i64) -> Self {
+        tch::manual_seed(seed);
+        Self {
+            centres: Tensor::randn([classes, d], CPU) * spread,
+            noise,
+        }
+    }
+
+    /// `n` examples, labels `0, 1, …` in turn, noise drawn from `seed`.
+    fn split(&self, n: i64, seed: i64) -> Features {
+        tch::manual_seed(seed);
+        let classes = self.centres.size()[0];
+        let y = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(classes);
+        let d = self.centres.size()[1];
+        let x = self.centres.index_select(0, &y) + Tensor::randn([n, d], CPU) * self.noise;
+        Features::new(x, y, "clusters").expect("valid")
+    }
+
+    /// A training and a test split with different noise: no test row is a
+    /// training row (checked), so test accuracy measures generalisation.
+    fn train_test(&self, n_train: i64, n_test: i64, seed: i64) -> (Features, Features) {
+        let (train, test) = (self.split(n_train, seed), self.split(n_test, seed + 1000));
+        let dist = test.x.unsqueeze(1) - train.x.unsqueeze(0);
+        let nearest = dist.square().sum_dim_intlist(2, false, Kind::Float).min();
+        assert!(
+            nearest.double_value(&[]) > 1e-6,
+            "a test row repeats a training row"
+        );
+        (train, test)
+    }
+}
+
+/// `n` examples of a clusters problem drawn from `seed` (centres and noise).
 fn clusters(n: i64, d: i64, classes: i64, spread: f64, noise: f64, seed: i64) -> Features {
-    tch::manual_seed(seed);
-    let centres = Tensor::randn([classes, d], CPU) * spread;
-    let y = Tensor::arange(n, (Kind::Int64, Device::Cpu)).remainder(classes);
-    let x = centres.index_select(0, &y) + Tensor::randn([n, d], CPU) * noise;
-    Features::new(x, y, "clusters").expect("valid")
+    Clusters::new(d, classes, spread, noise, seed).split(n, seed)
 }
 
 #[test]
@@ -72,8 +109,7 @@ fn learning_rate_decays_exponentially_from_1e_2_to_1e_6() {
 
 #[test]
 fn separable_clusters_reach_100_percent() {
-    let train = clusters(600, 8, 3, 5.0, 0.5, 1);
-    let test = clusters(300, 8, 3, 5.0, 0.5, 1);
+    let (train, test) = Clusters::new(8, 3, 5.0, 0.5, 1).train_test(600, 300, 1);
     let cfg = LinearProbeConfig {
         epochs: 30,
         batch_size: 100,
@@ -85,14 +121,34 @@ fn separable_clusters_reach_100_percent() {
     assert!(res.train_loss < 0.05, "{res:?}");
 }
 
+/// The reported accuracy is the trained classifier's on the test split
+/// (overlapping clusters, so it differs from the training split's).
+#[test]
+fn reports_the_accuracy_on_the_test_split() {
+    let (train, test) = Clusters::new(6, 3, 1.0, 1.0, 7).train_test(450, 300, 7);
+    let cfg = LinearProbeConfig {
+        epochs: 40,
+        batch_size: 100,
+        ..LinearProbeConfig::reference()
+    };
+    let (clf, res) = linear_probe(&train, &test, &cfg).expect("probe");
+    assert_eq!((res.n_train, res.n_test), (450, 300));
+    let (on_test, top5) = clf.accuracy(&test.x, &test.y, 64);
+    let (on_train, _) = clf.accuracy(&train.x, &train.y, 64);
+    assert!(
+        (on_test - on_train).abs() > 1e-3,
+        "the splits do not tell apart"
+    );
+    assert_eq!((res.top1, res.top5), (on_test, top5), "{res:?}");
+}
+
 #[test]
 fn matches_the_reference_adam_loop_in_torch() {
     // Overlapping clusters: no classifier reaches 100%, so the optimum is
     // finite and the comparison is of the whole trajectory. 450 rows in
     // batches of 100 also exercises the last partial batch.
     let (n, d, c) = (450, 6, 3);
-    let train = clusters(n, d, c, 1.0, 1.0, 7);
-    let test = clusters(300, d, c, 1.0, 1.0, 7);
+    let (train, test) = Clusters::new(d, c, 1.0, 1.0, 7).train_test(n, 300, 7);
     let cfg = LinearProbeConfig {
         epochs: 40,
         batch_size: 100,

@@ -1,27 +1,37 @@
-//! Barlow Twins (`docs/reference.md` §3.6; Zbontar et al., "Barlow Twins:
-//! Self-Supervised Learning via Redundancy Reduction", ICML 2021):
+//! Barlow Twins (Zbontar et al., "Barlow Twins: Self-Supervised Learning
+//! via Redundancy Reduction", ICML 2021), as the CW-RGP release computes it
+//! (`base/methods/barlow_twins.py`, `BARLOW_TWINS.forward`):
 //!
 //! ```text
-//! c = BN(z₁)ᵀ BN(z₂) / m        (d × d cross-correlation)
+//! c = BN(z₁)ᵀ BN(z₂) / d        (d × d, d = the embedding size)
 //! L = Σ_i (1 − c_ii)² + λ Σ_{i≠j} c_ij²
 //! ```
 //!
 //! `BN` standardises each channel over the batch (biased variance, eps
 //! 1e-5: `BatchNorm1d` in training mode, without its affine parameters,
 //! which a trainer may add to the head). λ = 0.008 is the CW-RGP
-//! reference default (the Barlow Twins paper uses 0.0051).
+//! release's default (the Barlow Twins paper uses 0.0051).
 //!
-//! Departure from the reference code, following the Barlow Twins paper
-//! (`docs/reference.md` §10): the reference divides `c` by the embedding size
-//! `d` (`c.div_(len(z1[0]))`), not by the batch size `m`; the two differ by the
-//! factor `m/d` (1 at the reference defaults bs = emb = 512).
+//! The divisor follows the release, `c.div_(len(z1[0]))`: the embedding
+//! size `d`, not the batch size `m` of the Barlow Twins paper (and of
+//! other descriptions of this loss). Each standardised column has squared
+//! norm `m`, so `c_ii` of identical views is `m/d`, not 1: the two
+//! definitions agree only when `m = d`, as at the release's defaults
+//! (`base/cfg.py`: bs = emb = 512); elsewhere this `c` is the paper's
+//! times `m/d`.
 //!
 //! ```
-//! let view = tch::Tensor::randn([1, 64, 8], (tch::Kind::Float, tch::Device::Cpu));
-//! let z = view.expand([2, 64, 8], false); // identical views: c_ii = 1
+//! use tch::{Device, Kind, Tensor};
+//! let (m, d) = (64, 64);
+//! let view = Tensor::randn([1, m, d], (Kind::Float, Device::Cpu));
+//! let z = view.expand([2, m, d], false); // identical views: c_ii = m/d = 1
 //! let loss = ssl_losses::barlow_twins_loss(&z, 0.008)?;
-//! // Only λ·Σ c_ij² of the sample correlations (≈ 1/m each) remains.
-//! assert!(loss.double_value(&[]) < 0.05);
+//! // Only λ·Σ_{i≠j} c_ij² of the sample correlations (≈ 1/m each) remains.
+//! assert!(loss.double_value(&[]) < 1.0);
+//! // Twice the batch: c_ii = 2, so each of the 64 channels adds (1 − 2)².
+//! let view = Tensor::randn([1, 2 * m, d], (Kind::Float, Device::Cpu));
+//! let z = view.expand([2, 2 * m, d], false);
+//! assert!(ssl_losses::barlow_twins_loss(&z, 0.008)?.double_value(&[]) > 60.0);
 //! # Ok::<(), ssl_losses::LossError>(())
 //! ```
 
@@ -31,11 +41,13 @@ use crate::batch_norm::{batch_standardize, BATCH_NORM_EPS};
 use crate::views::two_view_dims;
 use crate::LossError;
 
-/// The Barlow Twins loss of `z: [2, m, d]` with off-diagonal weight `lambda`.
+/// The Barlow Twins loss of `z: [2, m, d]` with off-diagonal weight
+/// `lambda`; the cross-correlation is divided by `d`, as in the release's
+/// `base/methods/barlow_twins.py` (see the module documentation).
 pub fn barlow_twins_loss(z: &Tensor, lambda: f64) -> Result<Tensor, LossError> {
-    let (m, _) = two_view_dims(z, "embeddings", 2)?;
+    let (_, d) = two_view_dims(z, "embeddings", 2)?;
     let zn = batch_standardize(z, BATCH_NORM_EPS);
-    let c = zn.get(0).transpose(0, 1).matmul(&zn.get(1)) / m as f64;
+    let c = zn.get(0).transpose(0, 1).matmul(&zn.get(1)) / d as f64;
     let diag = c.diagonal(0, 0, 1);
     let on = (1.0_f64 - &diag).square().sum(None);
     let off = c.square().sum(None) - diag.square().sum(None);

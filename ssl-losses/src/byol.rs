@@ -1,5 +1,5 @@
-//! BYOL (`docs/reference.md` §3.4; Grill et al., "Bootstrap Your Own Latent",
-//! NeurIPS 2020), as the W-MSE/CW-RGP release computes it.
+//! BYOL (Grill et al., "Bootstrap Your Own Latent", NeurIPS 2020),
+//! as the W-MSE/CW-RGP release computes it.
 //!
 //! Loss, over the pairs of views `i < j`, with the online predictions
 //! `p = pred(head(enc(x)))` and the EMA target's projections `t` (no
@@ -10,15 +10,22 @@
 //! ```
 //!
 //! The target follows the online network by `θ_t ← τ θ_t + (1 − τ) θ_o`
-//! after every step, with `τ = 1 − (1 − τ₀)(cos(π·step/total) + 1)/2`
-//! going from τ₀ = 0.99 to 1.
+//! after every optimiser step, with τ on the release's cosine schedule in
+//! the *epoch*: `τ = 1 − (1 − τ₀)(cos(π·e/E) + 1)/2` for the 0-based epoch
+//! `e` of `E` ([`byol_tau`]), the same τ for every step of an epoch, from
+//! τ₀ = 0.99 at the first epoch to `1 − (1 − τ₀)(1 − cos(π/E))/2` at the
+//! last (never 1). The CW-RGP release calls `model.step(epoch /
+//! cfg.epochs)` after each `optimizer.step()` (`base/train.py`), and
+//! `BYOL.step` turns that progress into τ (`base/methods/byol.py`); the
+//! BYOL paper's schedule runs per step (`k/K`) instead, which this follows
+//! the release in not doing.
 //!
 //! ```
 //! let p = tch::Tensor::randn([2, 8, 4], (tch::Kind::Float, tch::Device::Cpu));
 //! let t = tch::Tensor::randn([2, 8, 4], (tch::Kind::Float, tch::Device::Cpu));
 //! let loss = ssl_losses::byol_loss(&p, &t)?;
 //! assert!((0.0..=8.0).contains(&loss.double_value(&[])));
-//! assert_eq!(ssl_losses::byol_tau(0, 100, 0.99), 0.99);
+//! assert_eq!(ssl_losses::byol_tau(0, 100, 0.99), 0.99); // epoch 0 of 100
 //! # Ok::<(), ssl_losses::LossError>(())
 //! ```
 
@@ -47,11 +54,14 @@ pub fn byol_loss(predictions: &Tensor, targets: &Tensor) -> Result<Tensor, LossE
     Ok(total / pairs)
 }
 
-/// BYOL's EMA coefficient at `step` of `total_steps`:
-/// `τ = 1 − (1 − τ₀)·(cos(π·step/total_steps) + 1)/2` (τ₀ at the start,
-/// 1 at the end; `total_steps` 0 is read as 1).
-pub fn byol_tau(step: usize, total_steps: usize, tau0: f64) -> f64 {
-    let progress = (step as f64 / total_steps.max(1) as f64).min(1.0);
+/// BYOL's EMA coefficient for every step of the 0-based `epoch` of
+/// `epochs`: `τ = 1 − (1 − τ₀)·(cos(π·epoch/epochs) + 1)/2`, as the release
+/// computes it (`BYOL.step(progress)` in `base/methods/byol.py`, called with
+/// `progress = epoch / cfg.epochs` after every step by `base/train.py`).
+/// τ₀ at epoch 0, `(1 + τ₀)/2` halfway; `epochs` 0 is read as 1 and
+/// `epoch ≥ epochs` gives 1.
+pub fn byol_tau(epoch: usize, epochs: usize, tau0: f64) -> f64 {
+    let progress = (epoch as f64 / epochs.max(1) as f64).min(1.0);
     1.0 - (1.0 - tau0) * ((PI * progress).cos() + 1.0) / 2.0
 }
 

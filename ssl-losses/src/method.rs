@@ -342,8 +342,8 @@ pub struct ZeroClParams {}
 pub struct ExtraNetworks {
     /// A predictor MLP on the head output (BYOL, SimSiam).
     pub predictor: bool,
-    /// An EMA copy of encoder + head (BYOL), updated with
-    /// [`crate::ema_update`] at [`crate::byol_tau`].
+    /// An EMA copy of encoder + head (BYOL), updated after every step with
+    /// [`crate::ema_update`] at the epoch's [`crate::byol_tau`].
     pub ema_target: bool,
     /// A learnable `[K, d]` prototype matrix (SwAV): `Some(K)`.
     pub prototypes: Option<i64>,

@@ -9,6 +9,8 @@ use ssl_losses::{
     barlow_twins_loss, byol_tau, ema_update, norm_mse, nt_xent, sinkhorn_knopp, LossError,
     WhiteningLoss,
 };
+use std::f64::consts::PI;
+
 use tch::{Device, Kind, Tensor};
 use whitening_core::{WhiteningAxis, WhiteningConfig, WhiteningKind};
 
@@ -136,23 +138,63 @@ fn simclr_reaches_its_lower_bound_with_perfect_positives() {
     assert!(value(nt_xent(&noisy, 0.5, false)) > value(nt_xent(&z, 0.5, false)));
 }
 
-/// Barlow Twins with identical, batch-standardised views: `c = I`, loss 0.
+/// Barlow Twins divides the cross-correlation by the embedding size `d`,
+/// as the release does (`c.div_(len(z1[0]))` in
+/// `base/methods/barlow_twins.py`), not by the batch size `m`. Identical
+/// views with centred, orthogonal columns make `BNᵀBN = f·m·I` exactly
+/// (`f = v/(v + eps)` the batch norm's eps factor, `v = 1/m` the biased
+/// variance of a unit column): `c = f·(m/d)·I` and the loss is
+/// `d·(1 − f·m/d)²` with no off-diagonal part. Dividing by `m` would give
+/// `d·(1 − f)² ≈ 7e-6` instead of 144 at `m = 64`, `d = 16`; at `m = d + 1`
+/// the loss is small under either divisor (0.06 here).
 #[test]
-fn barlow_twins_is_zero_for_identical_views() {
-    let z = identical_views(2, 256, 8, 5);
-    let v = value(barlow_twins_loss(&z, 0.008));
-    // c_ii = var/(var + 1e-5) ≈ 1 − 1e-5; off-diagonal entries are the
-    // sample correlations of independent columns, O(1/√m) = 0.06, times λ.
-    assert!(v < 0.008 * 56.0 * 0.1, "{v}");
+fn barlow_twins_divides_the_correlation_by_the_embedding_size() {
+    let opts = (Kind::Double, Device::Cpu);
+    for (m, d) in [(64i64, 16i64), (17, 16), (40, 8)] {
+        tch::manual_seed(5);
+        let a = Tensor::randn([m, d], opts);
+        let a = &a - a.mean_dim(0, true, None);
+        // Orthonormal columns spanning a subspace of centred vectors: still centred.
+        let (q, _) = Tensor::linalg_qr(&a, "reduced");
+        let z = q.unsqueeze(0).expand([2, m, d], false).contiguous();
+        let loss = value(barlow_twins_loss(&z, 0.008));
+        let v = 1.0 / m as f64;
+        let f = v / (v + 1e-5);
+        let want = d as f64 * (1.0 - f * m as f64 / d as f64).powi(2);
+        assert!(
+            (loss - want).abs() <= 1e-9 * want.max(1.0),
+            "m {m}, d {d}: loss {loss}, expected d·(1 − f·m/d)² = {want}"
+        );
+    }
 }
 
-/// `τ = 1 − (1 − τ₀)(cos(π·k/K) + 1)/2`: τ₀ at 0, (1 + τ₀)/2 halfway, 1 at K.
+/// The release's schedule (`BYOL.step` in `base/methods/byol.py`, called
+/// with `epoch / cfg.epochs` after every step by `base/train.py`): one τ
+/// per 0-based epoch, `1 − (1 − τ₀)(cos(π·e/E) + 1)/2`. The values for
+/// E = 4 are written out (cos(π/4) = 0.70710678…): τ₀, 0.99146447,
+/// 0.995, 0.99853553; the last epoch stays below 1.
 #[test]
-fn byol_tau_follows_the_cosine_schedule() {
-    assert_eq!(byol_tau(0, 1000, 0.99), 0.99);
-    assert!((byol_tau(500, 1000, 0.99) - 0.995).abs() < 1e-12);
-    assert!((byol_tau(1000, 1000, 0.99) - 1.0).abs() < 1e-12);
-    assert!(byol_tau(250, 1000, 0.99) < byol_tau(750, 1000, 0.99));
+fn byol_tau_follows_the_release_cosine_schedule_in_epochs() {
+    let want = [
+        0.99,
+        0.991_464_466_094_067_3,
+        0.995,
+        0.998_535_533_905_932_7,
+    ];
+    for (epoch, w) in want.iter().enumerate() {
+        let tau = byol_tau(epoch, 4, 0.99);
+        assert!((tau - w).abs() < 1e-12, "epoch {epoch}: {tau} vs {w}");
+    }
+    // 100 epochs: τ₀ at the first, (1 + τ₀)/2 halfway, < 1 at the last.
+    assert_eq!(byol_tau(0, 100, 0.99), 0.99);
+    assert!((byol_tau(50, 100, 0.99) - 0.995).abs() < 1e-12);
+    let last = byol_tau(99, 100, 0.99);
+    assert!(
+        last < 1.0 && (last - (1.0 - 0.005 * (1.0 - (PI / 100.0).cos()))).abs() < 1e-15,
+        "{last}"
+    );
+    // Past the end (a caller counting further) the target stays frozen.
+    assert_eq!(byol_tau(100, 100, 0.99), 1.0);
 }
 
 /// `t ← τ t + (1 − τ) o`, in place, checked entry by entry.

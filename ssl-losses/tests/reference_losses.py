@@ -141,7 +141,7 @@ def simsiam(p, z):
 
 def barlow(z):
     bn = lambda x: F.batch_norm(x, None, None, training=True)
-    c = bn(z[0]).T @ bn(z[1]) / z.shape[1]
+    c = bn(z[0]).T @ bn(z[1]) / z.shape[2]
     on = (torch.diagonal(c) - 1).pow(2).sum()
     off = c.pow(2).sum() - torch.diagonal(c).pow(2).sum()
     return on + cfg["lambda"] * off

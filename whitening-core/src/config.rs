@@ -10,8 +10,8 @@ pub enum WhiteningAxis {
     /// `Σ = Z_B Z_Bᵀ / (m − minus)`; needs `m > d` per group (W-MSE).
     Batch,
     /// Channel whitening (CW): centre each example over its channels,
-    /// `m × m` covariance `Σ = Z_Cᵀ Z_C / (d − minus)`; needs `d > m` per
-    /// group (CW-RGP).
+    /// `m × m` covariance `Σ = Z_Cᵀ Z_C / (d − minus)`; needs `d > m`
+    /// without groups, `d/g ≥ m` per group with `g > 1` (CW-RGP).
     Channel,
 }
 
@@ -141,22 +141,36 @@ impl WhiteningConfig {
             )));
         }
         let (samples, vars) = self.samples_and_vars(w, d);
-        // Centring removes one degree of freedom: rank Σ ≤ min(samples − 1, vars).
-        let rank = (samples - 1).min(vars);
+        // Centring removes one degree of freedom from a group's samples when
+        // it acts on each group: always for BW (every channel is centred
+        // over the batch), and for CW only without groups. CW centres each
+        // example over all `d` channels, then groups (as the release's
+        // `Whitening2d` does), so with g > 1 only the sum over the groups is
+        // fixed and each group's `d/g` samples keep full rank:
+        // rank Σ ≤ min(samples − 1, vars), or min(samples, vars) for CW, g > 1.
+        let centred_per_group = self.axis == WhiteningAxis::Batch || self.groups == 1;
+        let rank = (samples - i64::from(centred_per_group)).min(vars);
         if rank < vars && self.eps == 0.0 {
+            let c = d / self.groups;
             let hint = match self.axis {
-                WhiteningAxis::Channel => format!(
-                    "CW needs d/g > w_size ({} channels per group vs w_size {w}): use fewer groups \
-                     (g ≤ {}), a smaller sub-batch (w_size < {}), or shrinkage eps > 0",
-                    d / self.groups,
-                    (d / (w + 1)).max(1),
-                    d / self.groups
+                WhiteningAxis::Channel if self.groups == 1 => format!(
+                    "CW without groups needs d > w_size (d = {d} channels vs w_size {w}: centring \
+                     each example over its channels removes one): use a smaller sub-batch \
+                     (w_size < {d}) or shrinkage eps > 0"
                 ),
+                WhiteningAxis::Channel => {
+                    let fewer = match d / w.max(1) {
+                        g if g >= 2 => format!("fewer groups (g ≤ {g}), "),
+                        _ => String::new(),
+                    };
+                    format!(
+                        "CW with groups needs d/g ≥ w_size ({c} channels per group vs w_size \
+                         {w}): use {fewer}a smaller sub-batch (w_size ≤ {c}), or shrinkage eps > 0"
+                    )
+                }
                 WhiteningAxis::Batch => format!(
-                    "BW needs w_size > d/g (w_size {w} vs {} channels per group): use a larger \
-                     sub-batch (w_size > {}), more groups, a smaller embedding, or shrinkage eps > 0",
-                    d / self.groups,
-                    d / self.groups
+                    "BW needs w_size > d/g (w_size {w} vs {c} channels per group): use a larger \
+                     sub-batch (w_size > {c}), more groups, a smaller embedding, or shrinkage eps > 0"
                 ),
             };
             return Err(E::RankDeficient {

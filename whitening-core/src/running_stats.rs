@@ -6,6 +6,13 @@
 //! (`r ← momentum·batch + (1 − momentum)·r`; mean starts at 0, covariance
 //! at `I`), and whitens with them in evaluation mode. Only BW has such
 //! statistics: CW's covariance is between the examples of one batch.
+//!
+//! Departure from the release's code (`base/methods/whitening.py`,
+//! `Whitening2d.forward`), kept on purpose: there the update runs only when
+//! `axis == 0`, which is its *channel* whitening, so BW's buffers stay at
+//! 0 and `I`; it also stores the covariance before shrinkage. No loss
+//! uses evaluation-mode whitening, so training is unaffected; here BW's
+//! statistics follow the update rule above, shrinkage included.
 
 use tch::{Device, Kind, Tensor};
 

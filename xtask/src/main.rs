@@ -163,27 +163,40 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
             "warnings",
         ])),
     )?;
+    // Tests that need a GPU are `#[ignore = "needs a CUDA device"]`: run
+    // them where there is one, else they are reported as ignored.
+    let gpu = env.cuda_libs && has_nvidia_device();
+    eprintln!(
+        "xtask | {}",
+        if gpu {
+            "NVIDIA device found: running the tests that need CUDA too"
+        } else {
+            "no CUDA device (or a CPU-only libtorch): tests that need one are reported as ignored"
+        }
+    );
     if has_nextest() {
+        let mut cmd = cargo();
+        cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+        if gpu {
+            cmd.args(["--run-ignored", "all"]);
+        }
         run_step(
             root,
             "cargo nextest run --workspace",
-            env.apply(
-                cargo()
-                    .args(["nextest", "run", "--workspace", "--no-fail-fast"])
-                    .args(extra),
-            ),
+            env.apply(cmd.args(extra)),
         )?;
     } else {
         eprintln!("xtask | cargo-nextest not found: using cargo test");
-        run_step(
-            root,
-            "cargo test --workspace",
-            env.apply(
-                cargo()
-                    .args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
-                    .args(extra),
-            ),
-        )?;
+        let mut cmd = cargo();
+        cmd.args(["test", "--workspace", "--all-targets", "--no-fail-fast"])
+            .args(extra);
+        if gpu {
+            if !extra.iter().any(|a| a == "--") {
+                cmd.arg("--");
+            }
+            cmd.arg("--include-ignored");
+        }
+        run_step(root, "cargo test --workspace", env.apply(&mut cmd))?;
     }
     user_code_example(root, &env)?;
     run_step(
@@ -242,6 +255,19 @@ fn example_losses(stdout: &str) -> Option<(f64, f64)> {
     let _arrow = words.next()?;
     let last = words.next()?.parse().ok()?;
     Some((first, last))
+}
+
+/// An NVIDIA GPU device node: `/dev/nvidia0`, `/dev/nvidia1`, ... (the
+/// driver creates one per GPU; `/dev/nvidiactl` alone is no device).
+fn has_nvidia_device() -> bool {
+    std::fs::read_dir("/dev").is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("nvidia"))
+                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+        })
+    })
 }
 
 fn has_nextest() -> bool {
