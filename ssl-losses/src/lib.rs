@@ -46,7 +46,7 @@ pub mod whitening_loss;
 mod zca_whitening_loss;
 pub mod zero_cl;
 
-pub use barlow_twins::barlow_twins_loss;
+pub use barlow_twins::{barlow_twins_loss, barlow_twins_normalized_loss};
 pub use batch_norm::batch_standardize;
 pub use byol::{byol_loss, byol_tau, ema_update};
 pub use error::LossError;

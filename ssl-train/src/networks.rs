@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use ssl_losses::{Method, MethodOutputs};
 use ssl_models::{
-    store_channels_last, Acceleration, AccelerationStatus, BufferUpdate, Depth, EmaTarget, Mlp,
-    ProjectionHeadConfig, Prototypes, ResNet, ResNetConfig, Stem,
+    batch_norm, store_channels_last, Acceleration, AccelerationStatus, BatchNorm, BatchNormConfig,
+    BufferUpdate, Depth, EmaTarget, Mlp, ProjectionHeadConfig, Prototypes, ResNet, ResNetConfig,
+    Stem,
 };
 use tch::nn::{self, ModuleT, VarStore};
 use tch::{Device, Tensor};
@@ -60,6 +61,50 @@ pub struct Target {
     head: Mlp,
 }
 
+/// How a method's head runs over the views, as the release's
+/// `base/methods/<name>.py` runs it (see [`Networks::forward`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForwardPlan {
+    /// The head runs on each view's batch on its own (its BatchNorm sees
+    /// one view), not on the views concatenated.
+    pub head_per_view: bool,
+    /// `bn_last` runs on each view on its own (Barlow Twins) rather than on
+    /// the views concatenated (SimCLR).
+    pub bn_last_per_view: bool,
+}
+
+impl ForwardPlan {
+    /// The plan of `method`: BYOL, SimSiam (`byol.py`, `simsiam.py`),
+    /// Barlow Twins, VICReg and Zero-CL (`barlow_twins.py`, `vicreg.py`,
+    /// `zero_icl.py`: `z1 = self.head(self.model(samples[0]))`, ...) run the
+    /// head per view; the whitening methods and SimCLR on the views
+    /// concatenated (`self.head(torch.cat(h))`).
+    pub fn of(method: &Method) -> Self {
+        Self {
+            head_per_view: matches!(
+                method,
+                Method::Byol(_)
+                    | Method::Simsiam(_)
+                    | Method::BarlowTwins(_)
+                    | Method::Vicreg(_)
+                    | Method::ZeroCl(_)
+            ),
+            bn_last_per_view: matches!(method, Method::BarlowTwins(_)),
+        }
+    }
+}
+
+/// Whether `method` normalises its head output with a learnable
+/// `BatchNorm1d(emb)` before the loss: SimCLR (with `batch_norm`, its
+/// `bn_last`) and Barlow Twins (the release's `self.bn`).
+pub fn has_bn_last(method: &Method) -> bool {
+    match method {
+        Method::Simclr(p) => p.batch_norm,
+        Method::BarlowTwins(_) => true,
+        _ => false,
+    }
+}
+
 /// Every network a method trains, in one var store.
 #[derive(Debug)]
 pub struct Networks {
@@ -75,6 +120,12 @@ pub struct Networks {
     pub prototypes: Option<Prototypes>,
     /// BYOL's EMA target.
     pub target: Option<Target>,
+    /// The learnable `BatchNorm1d(emb)` (affine) on the head output of
+    /// SimCLR (all views together) and Barlow Twins (each view on its own),
+    /// `bn_last.…`.
+    pub bn_last: Option<BatchNorm>,
+    /// How the head (and `bn_last`) runs over the views.
+    pub plan: ForwardPlan,
     /// What `run.channels_last` / `run.bf16` switched on, with notes to log.
     pub acceleration: AccelerationStatus,
 }
@@ -187,6 +238,8 @@ impl Networks {
             .networks()
             .prototypes
             .map(|k| Prototypes::new(&(&root / "prototypes"), emb, k));
+        let bn_last = has_bn_last(&cfg.method)
+            .then(|| batch_norm(&(&root / "bn_last"), emb, BatchNormConfig::default()));
         let accel = Acceleration {
             channels_last: cfg.run.channels_last,
             bf16: cfg.run.bf16,
@@ -210,6 +263,8 @@ impl Networks {
             predictor,
             prototypes,
             target,
+            bn_last,
+            plan: ForwardPlan::of(&cfg.method),
             acceleration,
         })
     }
@@ -218,9 +273,9 @@ impl Networks {
     /// `base/methods/*.py`; the peer baseline's `step` does the same): the
     /// encoder runs once per view, so its BatchNorm statistics are those of
     /// one view's batch (`[self.model(x) for x in samples]`); the head runs
-    /// on the views concatenated (`self.head(torch.cat(h))`) except for the
-    /// predictor methods BYOL and SimSiam, whose head, predictor and target
-    /// run per view (`[self.head(self.model(x)) for x in samples]`).
+    /// on the views concatenated (`self.head(torch.cat(h))`) or per view
+    /// ([`ForwardPlan`]); `bn_last` follows (SimCLR on all views, Barlow
+    /// Twins per view); the predictor and the target run per view.
     /// Outputs are reshaped to `[views, m, d]`.
     pub fn forward(&self, views: &[Tensor], train: bool) -> StepOutputs {
         let v = views.len() as i64;
@@ -231,10 +286,17 @@ impl Networks {
             .iter()
             .map(|x| self.encoder.forward_t(x, train))
             .collect();
-        let z = if self.predictor.is_some() {
+        let z = if self.plan.head_per_view {
             per_view(&|h| self.head.forward_t(h, train), &features)
         } else {
             self.head.forward_t(&Tensor::cat(&features, 0), train)
+        };
+        let z = match &self.bn_last {
+            Some(bn) if self.plan.bn_last_per_view => {
+                per_view(&|zi| bn.forward_t(zi, train), &z.chunk(v, 0))
+            }
+            Some(bn) => bn.forward_t(&z, train),
+            None => z,
         };
         drop(features);
         let m = z.size()[0] / v;

@@ -626,18 +626,21 @@ impl Trainer {
             p.normalize();
         }
         let outputs = self.nets.forward(views, true);
-        let loss = self
-            .cfg
-            .method
-            .loss(&outputs.as_method_outputs(&self.nets), epoch, &mut self.rng)
-            .with_context(|| {
-                format!(
-                    "step {step} (epoch {}): the {} loss failed; the last good checkpoint is {}",
-                    epoch + 1,
-                    self.cfg.method.name(),
-                    self.checkpoint.display()
-                )
-            })?;
+        let loss = crate::methods::method_loss(
+            &self.cfg.method,
+            &self.nets,
+            &outputs,
+            epoch,
+            &mut self.rng,
+        )
+        .with_context(|| {
+            format!(
+                "step {step} (epoch {}): the {} loss failed; the last good checkpoint is {}",
+                epoch + 1,
+                self.cfg.method.name(),
+                self.checkpoint.display()
+            )
+        })?;
         let value = self.dp.mean_loss(loss.double_value(&[]), step)?;
         if !value.is_finite() {
             return Err(TrainError::NonFinite {
@@ -651,8 +654,8 @@ impl Trainer {
             self.notes.push(note);
         }
         if let Some(t) = self.nets.target.as_mut() {
-            let total_steps = self.steps_per_epoch * self.cfg.optim.epochs;
-            let tau = ssl_losses::byol_tau(step, total_steps, self.tau0);
+            // The release's schedule: τ from the epoch, applied every step.
+            let tau = ssl_losses::byol_tau(epoch, self.cfg.optim.epochs, self.tau0);
             t.ema.update(&self.nets.vs, tau)?;
         }
         self.step += 1;
