@@ -9,7 +9,7 @@
 //! | SimCLR | [`nt_xent`] |
 //! | BYOL | [`byol_loss`], [`byol_tau`], [`ema_update`] |
 //! | SimSiam | [`simsiam_loss`] |
-//! | Barlow Twins | [`barlow_twins_loss`] |
+//! | Barlow Twins | [`barlow_twins_loss`], [`barlow_twins_loss_of_normalized`] |
 //! | VICReg | [`vicreg_loss`] |
 //! | Zero-CL (instance loss) | [`zero_cl_instance_loss`] |
 //! | SwAV | [`swav_loss`], [`sinkhorn_knopp`] |
@@ -46,7 +46,7 @@ pub mod whitening_loss;
 mod zca_whitening_loss;
 pub mod zero_cl;
 
-pub use barlow_twins::barlow_twins_loss;
+pub use barlow_twins::{barlow_twins_loss, barlow_twins_loss_of_normalized};
 pub use batch_norm::batch_standardize;
 pub use byol::{byol_loss, byol_tau, ema_update};
 pub use error::LossError;
