@@ -42,18 +42,22 @@ use crate::views::two_view_dims;
 use crate::LossError;
 
 /// The Barlow Twins loss of `z: [2, m, d]` with off-diagonal weight
-/// `lambda`; the cross-correlation is divided by `d`, as in the release's
-/// `base/methods/barlow_twins.py` (see the module documentation).
+/// `lambda`, each view batch-standardised here (the release's `self.bn` at
+/// its initial `γ = 1`, `β = 0`); the cross-correlation is divided by `d`,
+/// as in the release's `base/methods/barlow_twins.py` (see the module
+/// documentation).
 pub fn barlow_twins_loss(z: &Tensor, lambda: f64) -> Result<Tensor, LossError> {
     two_view_dims(z, "embeddings", 2)?;
-    barlow_twins_normalized_loss(&batch_standardize(z, BATCH_NORM_EPS), lambda)
+    barlow_twins_loss_of_normalized(&batch_standardize(z, BATCH_NORM_EPS), lambda)
 }
 
-/// [`barlow_twins_loss`] of views the caller has already batch-normalised,
-/// each on its own (the release's learnable `self.bn`, a `BatchNorm1d(emb)`
-/// with affine parameters that a trainer holds as a network): `c = z₁ᵀ z₂ / d`.
-pub fn barlow_twins_normalized_loss(zn: &Tensor, lambda: f64) -> Result<Tensor, LossError> {
-    let (_, d) = two_view_dims(zn, "embeddings", 2)?;
+/// The Barlow Twins loss of views that are already batch-normalised,
+/// `zn: [2, m, d]` = `[bn(z₁), bn(z₂)]`: for a network that applies the
+/// release's learnable `BatchNorm1d(emb)` (`self.bn`, affine, each view
+/// separately) itself. `c = zn₁ᵀ zn₂ / d`, then the loss of the module
+/// documentation.
+pub fn barlow_twins_loss_of_normalized(zn: &Tensor, lambda: f64) -> Result<Tensor, LossError> {
+    let (_, d) = two_view_dims(zn, "normalised embeddings", 2)?;
     let c = zn.get(0).transpose(0, 1).matmul(&zn.get(1)) / d as f64;
     let diag = c.diagonal(0, 0, 1);
     let on = (1.0_f64 - &diag).square().sum(None);

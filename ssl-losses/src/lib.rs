@@ -1,7 +1,7 @@
-//! The loss zoo of "An Investigation into Whitening Loss for Self-supervised
-//! Learning" (Weng et al., NeurIPS 2022), Table 1 and SwAV of Table 2
-//! (`docs/reference.md` §3), each usable on plain tensors without a trainer,
-//! one file per method:
+//! The loss zoo of "An Investigation into Whitening Loss for
+//! Self-supervised Learning" (Weng et al., NeurIPS 2022), Table 1 and
+//! SwAV of Table 2 (SPEC §3), each usable on plain tensors without a
+//! trainer, one file per method:
 //!
 //! | method | entry point |
 //! |---|---|
@@ -9,7 +9,7 @@
 //! | SimCLR | [`nt_xent`] |
 //! | BYOL | [`byol_loss`], [`byol_tau`], [`ema_update`] |
 //! | SimSiam | [`simsiam_loss`] |
-//! | Barlow Twins | [`barlow_twins_loss`] |
+//! | Barlow Twins | [`barlow_twins_loss`], [`barlow_twins_loss_of_normalized`] |
 //! | VICReg | [`vicreg_loss`] |
 //! | Zero-CL (instance loss) | [`zero_cl_instance_loss`] |
 //! | SwAV | [`swav_loss`], [`sinkhorn_knopp`] |
@@ -46,7 +46,7 @@ pub mod whitening_loss;
 mod zca_whitening_loss;
 pub mod zero_cl;
 
-pub use barlow_twins::{barlow_twins_loss, barlow_twins_normalized_loss};
+pub use barlow_twins::{barlow_twins_loss, barlow_twins_loss_of_normalized};
 pub use batch_norm::batch_standardize;
 pub use byol::{byol_loss, byol_tau, ema_update};
 pub use error::LossError;

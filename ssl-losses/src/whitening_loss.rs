@@ -65,6 +65,11 @@ pub enum ViewTransform {
 
 /// The ImageNet covariance regulariser of CW-RGP: `weight ·
 /// Σ_views covariance_loss(H_v, axis)` while `epoch < stop_epoch`, 0 after.
+///
+/// The release (`ImageNet/methods/cwrgp.py`) zeroes the weight in
+/// `step(epoch)`, which `ImageNet/train.py` calls after each optimiser
+/// step, so its first step of epoch `cov_stop` still has the term; here the
+/// whole epoch is without it (the loss sees epochs, not steps).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CovarianceTerm {
     /// `cov_w` (0.005 for 100 ImageNet epochs, 0.01 for 200).

@@ -1,16 +1,21 @@
-//! Every loss's value and gradient against an independent computation: the
-//! same loss written the way the published PyTorch code writes it
-//! (`reference_losses.py`: per-sub-batch, per-view loops, the reference
-//! `Whitening2d` with SVD for ZCA, SwAV's `distributed_sinkhorn`), run by
-//! the venv's torch on the same fixed inputs.
+//! Every loss's value and gradient in float64 against the CW-RGP release's
+//! own code: `release_port.py` ports the release's loss functions
+//! statement by statement, each named after its file (e.g.
+//! `base_methods_cwrgp_CW_RGP_forward` for `base/methods/cwrgp.py`), and
+//! runs them with the venv's torch on the same inputs and the same random
+//! draws (sub-batch orders and channel shuffles drawn by our RNG). SwAV,
+//! which the release does not have, is checked against an independent
+//! torch implementation of SwAV's own code (`swav_reference.py`).
 //!
 //! Everything runs in float64, so the two sides differ only by rounding and
 //! by the decomposition (our eigh and closed-form ZCA gradient vs the
-//! reference's SVD and autograd): the tolerance is 1e-8 relative to the
-//! largest entry (agreement measured at about 1e-12).
+//! release's SVD and autograd): the tolerance is 1e-8 relative to the
+//! largest entry (agreement measured at about 1e-12). Not covered: PCA
+//! whitening (`base/methods/pca.py`), whose loss depends on the signs the
+//! SVD gives its eigenvectors, which no two implementations need share.
 //!
-//! All cases go to Python in one invocation (torch's import dominates the
-//! cost), and every disagreeing case is reported.
+//! The cases of one script go to Python in one invocation (torch's import
+//! dominates the cost), and every disagreeing case is reported.
 
 use std::path::Path;
 
@@ -18,15 +23,17 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use ssl_losses::{
-    barlow_twins_loss, byol_loss, norm_mse, nt_xent, simsiam_loss, swav_loss, vicreg_loss,
-    zero_cl_instance_loss, CovarianceTerm, SwavParams, VicRegWeights, ViewTransform, WhiteningLoss,
+    barlow_twins_loss, barlow_twins_loss_of_normalized, byol_loss, byol_tau, norm_mse, nt_xent,
+    simsiam_loss, swav_loss, vicreg_loss, zero_cl_instance_loss, CovarianceTerm, SwavParams,
+    VicRegWeights, ViewTransform, WhiteningLoss,
 };
 use tch::{Device, Kind, Tensor};
 use whitening_core::{
     random_group_partition, random_sub_batches, WhiteningAxis, WhiteningConfig, WhiteningKind,
 };
 
-const SCRIPT: &str = include_str!("reference_losses.py");
+const RELEASE_PORT: &str = include_str!("release_port.py");
+const SWAV_REFERENCE: &str = include_str!("swav_reference.py");
 const TOL: f64 = 1e-8;
 
 fn randn(shape: &[i64], seed: i64) -> Tensor {
@@ -83,9 +90,17 @@ impl Case {
     fn compare(&self, dir: &Path) -> Vec<String> {
         let mut errors = Vec::new();
         let theirs = Tensor::read_npy(dir.join("loss.npy")).expect("read loss");
-        let (a, b) = (self.ours.double_value(&[]), theirs.double_value(&[]));
-        if (a - b).abs() > TOL * b.abs().max(1.0) {
-            errors.push(format!("{}: loss {a} vs reference {b}", self.name));
+        let (err, scale) = (max_abs(&(self.ours.detach() - &theirs)), max_abs(&theirs));
+        if self.ours.size() != theirs.size() || err > TOL * scale.max(1.0) {
+            errors.push(format!(
+                "{}: loss {} vs the release's {}",
+                self.name,
+                self.ours.detach(),
+                theirs
+            ));
+        }
+        if self.inputs.is_empty() {
+            return errors;
         }
         self.ours.backward();
         for (name, t) in &self.inputs {
@@ -165,84 +180,128 @@ fn whitening_case(
     cfg["w_size"] = json!(loss.w_size);
     cfg["w_iter"] = json!(loss.w_iter);
     cfg["norm"] = json!(loss.normalized);
-    cfg["rgp"] = json!(rgp);
+    cfg["rand_group"] = json!(rgp);
     let mut case = Case::new(name, cfg, vec![("h", h)], ours);
     case.data = vec![("orders", orders), ("perms", perms)];
     case
 }
 
-fn whiten_cfg(axis: &str, kind: &str, groups: i64, eps: f64) -> serde_json::Value {
-    json!({"transform": "whiten", "axis": axis, "kind": kind, "groups": groups, "minus": 1.0, "eps": eps})
+/// The release's `Whitening2d<kind>(eps=w_eps, axis, minus=1, group)`
+/// settings: `axis` 0 is channel whitening, 1 batch whitening (`base/cfg.py`).
+fn whiten_cfg(axis: WhiteningAxis, kind: &str, group: i64, w_eps: f64) -> serde_json::Value {
+    let axis = match axis {
+        WhiteningAxis::Channel => 0,
+        WhiteningAxis::Batch => 1,
+    };
+    json!({"kind": kind, "axis": axis, "group": group, "minus": 1.0, "w_eps": w_eps})
 }
 
 fn whitening_cases() -> Vec<Case> {
+    use WhiteningAxis::{Batch, Channel};
     let zca = |axis| WhiteningConfig::new(axis, WhiteningKind::Zca);
-    let mut cov_cfg = whiten_cfg("channel", "zca", 2, 0.0);
-    cov_cfg["cov_weight"] = json!(0.01);
-    cov_cfg["cov_stop"] = json!(3);
-    cov_cfg["epoch"] = json!(2);
+    let cov = |epoch: u64| {
+        let mut cfg = whiten_cfg(Channel, "zca", 2, 0.0);
+        cfg["cov_w"] = json!(0.01);
+        cfg["cov_stop"] = json!(3);
+        cfg["epoch"] = json!(epoch);
+        cfg
+    };
+    let with_cov = |loss: WhiteningLoss| {
+        loss.with_covariance(CovarianceTerm {
+            weight: 0.01,
+            stop_epoch: 3,
+            axis: Channel,
+        })
+    };
     let bw_rgp = WhiteningConfig {
         random_partition: true,
-        ..zca(WhiteningAxis::Batch).with_groups(2)
+        ..zca(Batch).with_groups(2)
     };
     vec![
         whitening_case(
-            "cw-rgp, 4 views",
+            "base/methods/cwrgp.py: CW-RGP, 4 views",
             [4, 32, 64],
             WhiteningLoss::whitened(WhiteningConfig::cw_rgp(2), 16),
-            whiten_cfg("channel", "zca", 2, 0.0),
+            whiten_cfg(Channel, "zca", 2, 0.0),
             1,
         ),
         whitening_case(
-            "cw-rgp, w_iter 2, plain MSE, covariance term",
+            "base/methods/cwrgp.py: CW-RGP, d/g = w_size = 32",
             [2, 32, 64],
-            WhiteningLoss::whitened(WhiteningConfig::cw_rgp(2), 16)
-                .with_w_iter(2)
-                .with_normalized(false)
-                .with_covariance(CovarianceTerm {
-                    weight: 0.01,
-                    stop_epoch: 3,
-                    axis: WhiteningAxis::Channel,
-                }),
-            cov_cfg,
+            WhiteningLoss::whitened(WhiteningConfig::cw_rgp(2), 32),
+            whiten_cfg(Channel, "zca", 2, 0.0),
+            8,
+        ),
+        whitening_case(
+            "ImageNet/methods/cwrgp.py: w_iter 2, --no_norm, covariance term (epoch 2 < cov_stop 3)",
+            [2, 32, 64],
+            with_cov(
+                WhiteningLoss::whitened(WhiteningConfig::cw_rgp(2), 16)
+                    .with_w_iter(2)
+                    .with_normalized(false),
+            ),
+            cov(2),
             2,
         ),
         whitening_case(
-            "cw-gp, shrinkage 0.1",
+            "ImageNet/methods/cwrgp.py: covariance term switched off (epoch 4 >= cov_stop 3)",
+            [2, 32, 64],
+            with_cov(WhiteningLoss::whitened(WhiteningConfig::cw_rgp(2), 16)),
+            cov(4),
+            9,
+        ),
+        whitening_case(
+            "base/methods/cwrgp.py --no_rg --w_eps 0.1: CW-GP with shrinkage",
             [3, 32, 64],
-            WhiteningLoss::whitened(zca(WhiteningAxis::Channel).with_groups(2).with_eps(0.1), 16),
-            whiten_cfg("channel", "zca", 2, 0.1),
+            WhiteningLoss::whitened(zca(Channel).with_groups(2).with_eps(0.1), 16),
+            whiten_cfg(Channel, "zca", 2, 0.1),
             3,
         ),
         whitening_case(
-            "bw zca, random groups",
+            "base/methods/cwrgp.py --axis 1: ZCA batch whitening, random groups",
             [2, 64, 16],
             WhiteningLoss::whitened(bw_rgp, 32),
-            whiten_cfg("batch", "zca", 2, 0.0),
+            whiten_cfg(Batch, "zca", 2, 0.0),
             4,
         ),
         whitening_case(
-            "w-mse (bw cholesky)",
+            "base/methods/wmse.py --axis 1 --no_rg: W-MSE",
             [4, 64, 8],
             WhiteningLoss::whitened(WhiteningConfig::w_mse(), 32),
-            whiten_cfg("batch", "cholesky", 1, 0.0),
+            whiten_cfg(Batch, "cholesky", 1, 0.0),
             5,
         ),
         whitening_case(
-            "shuffled-dbn, w_iter 2",
+            "base/methods/bn.py: Shuffled-DBN, w_iter 2",
             [2, 32, 8],
             WhiteningLoss::shuffled_dbn(16, 1e-5).with_w_iter(2),
-            json!({"transform": "bn", "eps": 1e-5}),
+            json!({"kind": "bn", "w_eps": 1e-5}),
             6,
         ),
         whitening_case(
-            "plain",
+            "base/methods/plain.py",
             [3, 16, 8],
             WhiteningLoss::plain(),
-            json!({"transform": "identity"}),
+            json!({"kind": "plain"}),
             7,
         ),
     ]
+}
+
+/// Batch norm in training mode with this weight and bias over the rows of
+/// `x: [n, d]` (libtorch's, the op `nn.BatchNorm1d` runs).
+fn batch_norm(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
+    Tensor::batch_norm(
+        x,
+        Some(weight),
+        Some(bias),
+        None::<&Tensor>,
+        None::<&Tensor>,
+        true,
+        0.1,
+        1e-5,
+        false,
+    )
 }
 
 fn other_cases() -> Vec<Case> {
@@ -250,28 +309,41 @@ fn other_cases() -> Vec<Case> {
     let (a, b) = (randn(&[16, 8], 10), randn(&[16, 8], 11));
     let ours = norm_mse(&a, &b);
     cases.push(Case::new(
-        "norm-mse",
+        "base/methods/losses.py: norm_mse_loss",
         json!({"fn": "norm_mse"}),
         vec![("a", a), ("b", b)],
         ours,
     ));
 
-    for (views, bn) in [(2, true), (3, false)] {
-        let z = randn(&[views, 16, 8], 20 + views);
-        let ours = nt_xent(&z, 0.5, bn).expect("nt-xent");
-        let cfg = json!({"fn": "simclr", "tau": 0.5, "batch_norm": bn});
-        cases.push(Case::new(
-            &format!("simclr, {views} views"),
-            cfg,
-            vec![("z", z)],
-            ours,
-        ));
-    }
+    // SimCLR at bn_last's initial state (γ = 1, β = 0): our loss with its
+    // own affine-free batch norm.
+    let z = randn(&[2, 16, 8], 22);
+    let ours = nt_xent(&z, 0.5, true).expect("nt-xent");
+    let mut case = Case::new(
+        "base/methods/contrastive.py: 2 views, bn_last at its initial state",
+        json!({"fn": "contrastive", "tau": 0.5}),
+        vec![("z", z)],
+        ours,
+    );
+    let ones = Tensor::ones([8], (Kind::Double, Device::Cpu));
+    case.data = vec![("weight", ones.copy()), ("bias", ones.zeros_like())];
+    cases.push(case);
+    // A trained bn_last (any γ, β) applied by the network: our loss without
+    // its own batch norm; the gradients reach z, γ and β.
+    let (z, weight, bias) = (randn(&[3, 16, 8], 23), randn(&[8], 24), randn(&[8], 25));
+    let normed = batch_norm(&z.view([48, 8]), &weight, &bias).view([3, 16, 8]);
+    let ours = nt_xent(&normed, 0.5, false).expect("nt-xent");
+    cases.push(Case::new(
+        "base/methods/contrastive.py: 3 views, learnable bn_last",
+        json!({"fn": "contrastive", "tau": 0.5}),
+        vec![("z", z), ("weight", weight), ("bias", bias)],
+        ours,
+    ));
 
     let (p, t) = (randn(&[3, 16, 8], 30), randn(&[3, 16, 8], 31));
     let ours = byol_loss(&p, &t).expect("byol");
     let mut byol = Case::new(
-        "byol, 3 views",
+        "base/methods/byol.py: 3 views",
         json!({"fn": "byol"}),
         vec![("p", p), ("t", t)],
         ours,
@@ -282,7 +354,7 @@ fn other_cases() -> Vec<Case> {
     let (p, z) = (randn(&[2, 16, 8], 40), randn(&[2, 16, 8], 41));
     let ours = simsiam_loss(&p, &z).expect("simsiam");
     let mut simsiam = Case::new(
-        "simsiam",
+        "base/methods/simsiam.py",
         json!({"fn": "simsiam"}),
         vec![("p", p), ("z", z)],
         ours,
@@ -290,12 +362,32 @@ fn other_cases() -> Vec<Case> {
     simsiam.no_grad = vec!["z"];
     cases.push(simsiam);
 
+    // m = 32 ≠ d = 8: the divisor d of the release's c.div_(len(z1[0])) matters.
     let z = randn(&[2, 32, 8], 50);
     let ours = barlow_twins_loss(&z, 0.008).expect("barlow twins");
-    cases.push(Case::new(
-        "barlow twins",
-        json!({"fn": "barlow", "lambda": 0.008}),
+    let mut case = Case::new(
+        "base/methods/barlow_twins.py: bn at its initial state",
+        json!({"fn": "barlow_twins", "lambda": 0.008}),
         vec![("z", z)],
+        ours,
+    );
+    let ones = Tensor::ones([8], (Kind::Double, Device::Cpu));
+    case.data = vec![("weight", ones.copy()), ("bias", ones.zeros_like())];
+    cases.push(case);
+    // A trained bn (any γ, β), applied to each view separately.
+    let (z, weight, bias) = (randn(&[2, 32, 8], 51), randn(&[8], 52), randn(&[8], 53));
+    let normed = Tensor::stack(
+        &[
+            batch_norm(&z.get(0), &weight, &bias),
+            batch_norm(&z.get(1), &weight, &bias),
+        ],
+        0,
+    );
+    let ours = barlow_twins_loss_of_normalized(&normed, 0.008).expect("barlow twins");
+    cases.push(Case::new(
+        "base/methods/barlow_twins.py: learnable bn per view",
+        json!({"fn": "barlow_twins", "lambda": 0.008}),
+        vec![("z", z), ("weight", weight), ("bias", bias)],
         ours,
     ));
 
@@ -307,17 +399,34 @@ fn other_cases() -> Vec<Case> {
     let w = VicRegWeights::default();
     let ours = vicreg_loss(&z, &w).expect("vicreg");
     let cfg = json!({"fn": "vicreg", "sim": w.sim, "var": w.var, "cov": w.cov});
-    cases.push(Case::new("vicreg", cfg, vec![("z", z)], ours));
+    cases.push(Case::new(
+        "base/methods/vicreg.py",
+        cfg,
+        vec![("z", z)],
+        ours,
+    ));
 
     let z = randn(&[2, 16, 32], 70);
     let ours = zero_cl_instance_loss(&z).expect("zero-cl");
     cases.push(Case::new(
-        "zero-icl",
+        "base/methods/zero_icl.py",
         json!({"fn": "zero_icl"}),
         vec![("z", z)],
         ours,
     ));
 
+    // The τ of each of 7 epochs as base/train.py + BYOL.step compute it.
+    let taus: Vec<f64> = (0..7).map(|e| byol_tau(e, 7, 0.99)).collect();
+    cases.push(Case::new(
+        "base/methods/byol.py: BYOL.step(epoch / epochs), 7 epochs",
+        json!({"fn": "byol_tau", "tau0": 0.99, "epochs": 7}),
+        Vec::new(),
+        Tensor::from_slice(&taus),
+    ));
+    cases
+}
+
+fn swav_cases() -> Vec<Case> {
     let (z, c) = (randn(&[3, 16, 8], 80), randn(&[10, 8], 81));
     let p = SwavParams {
         prototypes: 10,
@@ -325,16 +434,17 @@ fn other_cases() -> Vec<Case> {
     };
     let ours = swav_loss(&z, &c, &p).expect("swav");
     let cfg = json!({"fn": "swav", "temperature": p.temperature, "epsilon": p.epsilon, "iters": p.sinkhorn_iterations});
-    cases.push(Case::new(
+    vec![Case::new(
         "swav, 3 views",
         cfg,
         vec![("z", z), ("c", c)],
         ours,
-    ));
-    cases
+    )]
 }
 
-fn run_reference(cases: &[Case]) {
+/// Runs `script` (its file name `name`) on every case in one Python
+/// process and asserts that all agree with ours.
+fn run_reference(cases: &[Case], name: &str, script: &str) {
     let scratch = test_support::scratch_dir();
     let root = scratch.path();
     let dirs: Vec<_> = (0..cases.len())
@@ -343,14 +453,14 @@ fn run_reference(cases: &[Case]) {
     for (case, dir) in cases.iter().zip(&dirs) {
         case.write(dir);
     }
-    let script = root.join("reference_losses.py");
-    std::fs::write(&script, SCRIPT).expect("write script");
-    let argv: Vec<String> = std::iter::once(script.display().to_string())
+    let script_path = root.join(name);
+    std::fs::write(&script_path, script).expect("write script");
+    let argv: Vec<String> = std::iter::once(script_path.display().to_string())
         .chain(dirs.iter().map(|d| d.display().to_string()))
         .collect();
     let code = format!(
         "import runpy, sys; sys.argv = {argv:?}; runpy.run_path({:?}, run_name='__main__')",
-        script.display().to_string()
+        script_path.display().to_string()
     );
     test_support::run_python(&code, &[]);
     let errors: Vec<String> = cases
@@ -360,22 +470,31 @@ fn run_reference(cases: &[Case]) {
         .collect();
     assert!(
         errors.is_empty(),
-        "disagreements with the torch reference:\n{}",
+        "disagreements with {name}:\n{}",
         errors.join("\n")
     );
 }
 
-/// CW-RGP (2 and 4 views, `w_iter`, plain MSE, the covariance term), CW-GP
-/// with shrinkage, ZCA batch whitening with random groups, W-MSE,
-/// Shuffled-DBN and the plain loss.
+/// CW-RGP (2 and 4 views, d/g = w_size, `w_iter`, plain MSE, ImageNet's
+/// covariance term on and off), CW-GP with shrinkage, ZCA batch whitening
+/// with random groups, W-MSE, Shuffled-DBN and the plain loss, against
+/// the release's `cwrgp.py`, `wmse.py`, `bn.py`, `plain.py` and
+/// `whitening.py`.
 #[test]
-fn whitening_losses_match_the_torch_reference() {
-    run_reference(&whitening_cases());
+fn whitening_losses_match_the_release_code() {
+    run_reference(&whitening_cases(), "release_port.py", RELEASE_PORT);
 }
 
-/// norm-MSE, SimCLR (2 views with batch-norm, 3 without), BYOL (3 views),
-/// SimSiam, Barlow Twins, VICReg, Zero-ICL and SwAV (3 views).
+/// norm-MSE, SimCLR (`bn_last` at its start and trained), BYOL (3 views)
+/// and its τ schedule, SimSiam, Barlow Twins (`bn` at its start and
+/// trained), VICReg and Zero-ICL, against the release's files.
 #[test]
-fn other_losses_match_the_torch_reference() {
-    run_reference(&other_cases());
+fn other_losses_match_the_release_code() {
+    run_reference(&other_cases(), "release_port.py", RELEASE_PORT);
+}
+
+/// SwAV (3 views), which the release does not have.
+#[test]
+fn swav_matches_the_torch_reference() {
+    run_reference(&swav_cases(), "swav_reference.py", SWAV_REFERENCE);
 }

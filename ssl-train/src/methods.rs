@@ -5,7 +5,7 @@
 //! already normalised the head output, the loss of normalised inputs.
 
 use rand::Rng;
-use ssl_losses::{barlow_twins_normalized_loss, nt_xent, LossError, Method};
+use ssl_losses::{barlow_twins_loss_of_normalized, nt_xent, LossError, Method};
 use tch::Tensor;
 
 use crate::networks::{Networks, StepOutputs};
@@ -27,7 +27,7 @@ pub fn method_loss<R: Rng + ?Sized>(
     match method {
         Method::Simclr(p) if nets.bn_last.is_some() => nt_xent(&out.embeddings, p.tau, false),
         Method::BarlowTwins(p) if nets.bn_last.is_some() => {
-            barlow_twins_normalized_loss(&out.embeddings, p.lambda)
+            barlow_twins_loss_of_normalized(&out.embeddings, p.lambda)
         }
         m => m.loss(&out.as_method_outputs(nets), epoch, rng),
     }
