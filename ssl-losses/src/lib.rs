@@ -1,6 +1,6 @@
 //! The loss zoo of "An Investigation into Whitening Loss for
 //! Self-supervised Learning" (Weng et al., NeurIPS 2022), Table 1 and
-//! SwAV of Table 2 (SPEC §3), each usable on plain tensors without a
+//! SwAV of Table 2 (docs/reference.md §3), each usable on plain tensors without a
 //! trainer, one file per method:
 //!
 //! | method | entry point |
