@@ -19,6 +19,7 @@ use clap::{Args, ValueEnum};
 use ssl_data::{Loader, LoaderConfig, Pipeline};
 use ssl_eval::{
     collapse_diagnostics, imagenet_linear, EvalResults, ImagenetLinearConfig, ImagenetLinearTask,
+    LinearOptimizer,
     Representation,
 };
 
@@ -69,6 +70,11 @@ pub struct EvalArgs {
     /// ImageNet linear protocol: batch size (Table 2: 1024; lr = 0.1 x bs/256).
     #[arg(long, default_value_t = 1024)]
     pub imagenet_batch_size: usize,
+    /// ImageNet linear protocol: optimiser. larc = apex's LARC around SGD,
+    /// what the release's `lincls.py --lars` ran for the published numbers;
+    /// sgd = plain momentum SGD; lars = MoCo v3's LARS (biases excluded).
+    #[arg(long, default_value = "larc", value_parser = ["larc", "sgd", "lars"])]
+    pub imagenet_optimizer: String,
     /// Where to write the results (default: eval.json in the run directory).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -198,6 +204,15 @@ fn imagenet_protocol(
         epochs: args.imagenet_epochs,
         batch_size: args.imagenet_batch_size as i64,
         seed: cfg.run.seed,
+        optimizer: match args.imagenet_optimizer.as_str() {
+            "sgd" => LinearOptimizer::Sgd,
+            "lars" => LinearOptimizer::Lars {
+                trust_coefficient: 0.001,
+            },
+            _ => LinearOptimizer::Larc {
+                trust_coefficient: 0.001,
+            },
+        },
         ..ImagenetLinearConfig::paper()
     };
     let classes = ssl_data::Dataset::num_classes(labelled.test.as_ref()) as i64;
@@ -211,7 +226,7 @@ fn imagenet_protocol(
         &task,
         |e| batches(&train, e as u64),
         |x| x.shallow_clone(),
-        batches(&val, 0),
+        || batches(&val, 0),
         &pc,
     );
     if let Some(e) = failure.take() {

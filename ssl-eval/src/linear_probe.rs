@@ -309,6 +309,8 @@ pub fn linear_probe(
         train_loss: clf.cross_entropy(&train.x, &train.y),
         n_train: train.len(),
         n_test: test.len(),
+        best_epoch: None,
+        last_top1: None,
     };
     Ok((clf, result))
 }

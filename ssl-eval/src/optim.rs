@@ -60,6 +60,24 @@ impl TensorOptimizer {
         )
     }
 
+    /// apex's `LARC` around momentum SGD, as the release's `ImageNet/lincls.py
+    /// --lars` ([`OptimizerKind::Larc`]: every parameter, biases included).
+    pub fn larc(
+        params: &[&Tensor],
+        momentum: f64,
+        weight_decay: f64,
+        trust_coefficient: f64,
+    ) -> Self {
+        Self::new(
+            OptimizerKind::Larc {
+                momentum,
+                eta: trust_coefficient,
+            },
+            params,
+            weight_decay,
+        )
+    }
+
     /// One step at learning rate `lr`; `grads[i]` is the gradient of
     /// `params[i]` (consumed, never written into).
     pub fn step(&mut self, params: &mut [&mut Tensor], grads: Vec<Tensor>, lr: f64) {

@@ -50,6 +50,8 @@ pub enum LinearProtocol {
     ImagenetSgd,
     /// ImageNet protocol of Table 2 with LARS.
     ImagenetLars,
+    /// ImageNet protocol with apex's LARC (the release's `--lars`).
+    ImagenetLarc,
 }
 
 /// Outcome of a linear protocol.
@@ -70,6 +72,14 @@ pub struct LinearResult {
     pub n_train: i64,
     /// Test (validation) examples.
     pub n_test: i64,
+    /// The ImageNet protocol validates every epoch and reports the best
+    /// (`top1`, `top5` are that epoch's), as the release's `lincls.py`
+    /// reports `best_acc1`: which epoch (1-based).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_epoch: Option<usize>,
+    /// ... and the last epoch's top-1 beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_top1: Option<f64>,
 }
 
 /// Rank diagnostics of a feature matrix (whitening-core's

@@ -27,6 +27,8 @@ fn results_round_trip_through_json() {
         train_loss: 0.21,
         n_train: 50_000,
         n_test: 10_000,
+        best_epoch: None,
+        last_top1: None,
     });
     let x = Tensor::from_slice(&[1.0f64, 0.0, 0.0, 2.0, 0.0, 0.0]).view([3, 2]);
     r.diagnostics = Some(

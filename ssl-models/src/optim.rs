@@ -47,6 +47,17 @@ pub enum OptimizerKind {
         /// η, the trust coefficient (commonly 0.001).
         eta: f64,
     },
+    /// apex's `LARC` (`clip = False`) around momentum SGD, what the
+    /// release's `ImageNet/lincls.py --lars` runs: for every parameter whose
+    /// norm and gradient norm are both non-zero (biases included), `g ←
+    /// (g + wd·θ) · η‖θ‖/(‖g‖ + wd‖θ‖ + 1e-8)`; any other parameter keeps
+    /// its plain gradient (no weight decay). Then `b ← μb + g`, `θ ← θ − lr·b`.
+    Larc {
+        /// μ.
+        momentum: f64,
+        /// η, the trust coefficient (the release: 0.001).
+        eta: f64,
+    },
 }
 
 impl OptimizerKind {
@@ -64,7 +75,9 @@ impl OptimizerKind {
     pub fn slots(&self) -> &'static [&'static str] {
         match self {
             OptimizerKind::Adam { .. } => &["exp_avg", "exp_avg_sq"],
-            OptimizerKind::Sgd { .. } | OptimizerKind::Lars { .. } => &["momentum_buffer"],
+            OptimizerKind::Sgd { .. } | OptimizerKind::Lars { .. } | OptimizerKind::Larc { .. } => {
+                &["momentum_buffer"]
+            }
         }
     }
 }
@@ -286,6 +299,20 @@ pub fn update_parameter(
         }
         OptimizerKind::Sgd { momentum } => {
             let grad = decayed(grad, p);
+            let b = &mut slots[0];
+            let _ = b.g_mul_scalar_(momentum);
+            let _ = b.g_add_(&grad);
+            let _ = p.g_add_(&(&*b * -lr));
+        }
+        OptimizerKind::Larc { momentum, eta } => {
+            let p_norm = p.detach().norm().double_value(&[]);
+            let g_norm = grad.norm().double_value(&[]);
+            let grad = if p_norm != 0.0 && g_norm != 0.0 {
+                let adaptive = eta * p_norm / (g_norm + p_norm * weight_decay + 1e-8);
+                (grad + p.detach() * weight_decay) * adaptive
+            } else {
+                grad
+            };
             let b = &mut slots[0];
             let _ = b.g_mul_scalar_(momentum);
             let _ = b.g_add_(&grad);
