@@ -13,6 +13,15 @@
 //!
 //! The communicator is the caller's ([`crate::TrainerBuilder::dist`]): this
 //! crate never starts or ends a backend.
+//!
+//! Departure from the release: its ImageNet model is converted with
+//! `SyncBatchNorm`, so BatchNorm statistics span all GPUs. Here they stay
+//! per rank. An exact synchronised BatchNorm all-reduces two sums of the
+//! output gradient *inside* the backward pass (the gradient of the global
+//! mean and variance), which needs a custom autograd function or a tensor
+//! hook; tch 0.26 has neither, and a detached all-reduce of the forward
+//! statistics alone would give the wrong gradients
+//! (`docs/reference.md` §10).
 
 use std::sync::Arc;
 
