@@ -19,8 +19,7 @@ use clap::{Args, ValueEnum};
 use ssl_data::{Loader, LoaderConfig, Pipeline};
 use ssl_eval::{
     collapse_diagnostics, imagenet_linear, EvalResults, ImagenetLinearConfig, ImagenetLinearTask,
-    LinearOptimizer,
-    Representation,
+    LinearOptimizer, Representation,
 };
 
 use ssl_files::write_atomic as atomic_write;

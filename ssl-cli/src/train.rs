@@ -81,7 +81,10 @@ pub fn train(
 ) -> Result<TrainOutcome> {
     let mut builder = Trainer::builder(cfg.clone())
         .resume(resume)
-        .check_params(dist::check_params());
+        .check_params(dist::check_params())
+        // The program's choice (libtorch's thread count is process-wide):
+        // whitening losses run one libtorch thread per worker.
+        .cpu_threads(ssl_losses::CpuThreads::SingleWhileRunning);
     let rank = dist.as_ref().map_or(0, |d| d.rank());
     if let Some(d) = dist {
         builder = builder.dist(d);

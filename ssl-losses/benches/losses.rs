@@ -5,7 +5,9 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use rand::SeedableRng;
-use ssl_losses::{barlow_twins_loss, nt_xent, vicreg_loss, VicRegWeights, WhiteningLoss};
+use ssl_losses::{
+    barlow_twins_loss, nt_xent, vicreg_loss, CpuThreads, VicRegWeights, WhiteningLoss,
+};
 use tch::{Device, Kind, Tensor};
 use whitening_core::WhiteningConfig;
 
@@ -20,19 +22,22 @@ fn whitening_losses(c: &mut Criterion) {
             "CW-RGP 4 (4 views, d 512, w 64, g 4)",
             4,
             512,
-            WhiteningLoss::whitened(WhiteningConfig::cw_rgp(4), 64),
+            WhiteningLoss::whitened(WhiteningConfig::cw_rgp(4), 64)
+                .with_cpu_threads(CpuThreads::SingleWhileRunning),
         ),
         (
             "CW-RGP 2 (2 views, d 512, w 64, g 4)",
             2,
             512,
-            WhiteningLoss::whitened(WhiteningConfig::cw_rgp(4), 64),
+            WhiteningLoss::whitened(WhiteningConfig::cw_rgp(4), 64)
+                .with_cpu_threads(CpuThreads::SingleWhileRunning),
         ),
         (
             "W-MSE 4 (4 views, d 64, w 128)",
             4,
             64,
-            WhiteningLoss::whitened(WhiteningConfig::w_mse(), 128),
+            WhiteningLoss::whitened(WhiteningConfig::w_mse(), 128)
+                .with_cpu_threads(CpuThreads::SingleWhileRunning),
         ),
     ];
     for (name, views, d, loss) in cases {

@@ -16,7 +16,7 @@
 use std::time::Instant;
 
 use rand::SeedableRng;
-use ssl_losses::WhiteningLoss;
+use ssl_losses::{CpuThreads, WhiteningLoss};
 use tch::{Device, Kind, Tensor};
 use whitening_core::WhiteningConfig;
 
@@ -110,19 +110,22 @@ fn cases() -> [(&'static str, i64, i64, WhiteningLoss); 3] {
             "CW-RGP 4 loss fwd+bwd (bs 256, 4 views, d 512, w_size 64, 4 groups)",
             4,
             512,
-            WhiteningLoss::whitened(WhiteningConfig::cw_rgp(4), 64),
+            WhiteningLoss::whitened(WhiteningConfig::cw_rgp(4), 64)
+                .with_cpu_threads(CpuThreads::SingleWhileRunning),
         ),
         (
             "CW-RGP 2 loss fwd+bwd (bs 256, 2 views, d 512, w_size 64, 4 groups)",
             2,
             512,
-            WhiteningLoss::whitened(WhiteningConfig::cw_rgp(4), 64),
+            WhiteningLoss::whitened(WhiteningConfig::cw_rgp(4), 64)
+                .with_cpu_threads(CpuThreads::SingleWhileRunning),
         ),
         (
             "W-MSE 4 loss fwd+bwd (bs 256, 4 views, d 64, w_size 128, BW Cholesky)",
             4,
             64,
-            WhiteningLoss::whitened(WhiteningConfig::w_mse(), 128),
+            WhiteningLoss::whitened(WhiteningConfig::w_mse(), 128)
+                .with_cpu_threads(CpuThreads::SingleWhileRunning),
         ),
     ]
 }

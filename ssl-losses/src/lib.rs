@@ -62,6 +62,6 @@ pub use simsiam::simsiam_loss;
 pub use swav::{sinkhorn_knopp, swav_loss, SwavParams};
 pub use vicreg::{vicreg_loss, VicRegWeights};
 pub use whitening_loss::{
-    covariance_loss, pairwise_view_loss, CovarianceTerm, ViewTransform, WhiteningLoss,
+    covariance_loss, pairwise_view_loss, CovarianceTerm, CpuThreads, ViewTransform, WhiteningLoss,
 };
 pub use zero_cl::zero_cl_instance_loss;

@@ -94,6 +94,28 @@ pub struct WhiteningLoss {
     pub normalized: bool,
     /// The ImageNet covariance term, if any.
     pub covariance: Option<CovarianceTerm>,
+    /// How the loss uses libtorch's CPU threads (default: as the program
+    /// set them).
+    pub cpu_threads: CpuThreads,
+}
+
+/// How a whitening loss on the CPU uses libtorch's threads. libtorch's
+/// thread count is one setting for the whole process, so changing it is
+/// the program's choice, never this library's by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuThreads {
+    /// Leave libtorch's thread count as the program set it.
+    #[default]
+    AsSet,
+    /// Run the loss (forward and its closed-form backward) on one libtorch
+    /// thread per worker thread of the loss: libtorch's process-wide
+    /// thread count is 1 while the loss runs and restored after, so other
+    /// threads' libtorch calls meanwhile run single-threaded too (slower,
+    /// never wrong). `single_threaded.rs` gives the measurements (CPU
+    /// `eigh`/`cholesky` of small matrices gain nothing from OpenMP teams,
+    /// and on a 2-core machine the CW-RGP 4 loss took 2-6x less time). The
+    /// `ssl` binary and the benchmarks choose it.
+    SingleWhileRunning,
 }
 
 impl WhiteningLoss {
@@ -106,6 +128,7 @@ impl WhiteningLoss {
             w_iter: 1,
             normalized: true,
             covariance: None,
+            cpu_threads: CpuThreads::AsSet,
         }
     }
 
@@ -143,6 +166,17 @@ impl WhiteningLoss {
         self
     }
 
+    /// Chooses how the loss uses libtorch's CPU threads ([`CpuThreads`]).
+    pub fn with_cpu_threads(mut self, threads: CpuThreads) -> Self {
+        self.cpu_threads = threads;
+        self
+    }
+
+    fn single_threaded_scope(&self, device: Device) -> Option<SingleThreadedScope> {
+        (device == Device::Cpu && self.cpu_threads == CpuThreads::SingleWhileRunning)
+            .then(SingleThreadedScope::enter)
+    }
+
     /// The loss of the embeddings `h: [views, m, d]` (views ≥ 2) at
     /// `epoch` (only the covariance term looks at it), drawing sub-batch
     /// splits and group partitions from `rng`.
@@ -166,6 +200,7 @@ impl WhiteningLoss {
             ViewTransform::Whiten(cfg) if cfg.kind == WhiteningKind::Zca => {
                 let want_grad = h.requires_grad();
                 let mut grad: Option<Tensor> = None;
+                let _single = self.single_threaded_scope(h.device());
                 for _ in 0..self.w_iter {
                     let (l, g) =
                         zca_loss_and_grad(h, cfg, self.w_size, self.normalized, want_grad, rng)?;
@@ -185,7 +220,7 @@ impl WhiteningLoss {
                 // single-threaded scope; the gradient reaches `h` through
                 // the same surrogate as the ZCA path.
                 let want_grad = h.requires_grad();
-                let _single = (h.device() == Device::Cpu).then(SingleThreadedScope::enter);
+                let _single = self.single_threaded_scope(h.device());
                 let leaf = h.detach().set_requires_grad(want_grad);
                 let sum = tch::with_grad(|| -> Result<Tensor, LossError> {
                     let mut sum: Option<Tensor> = None;

@@ -52,7 +52,6 @@ use whitening_core::{
     random_group_partition, random_sub_batches, zca_whiten_centred, WhiteningAxis, WhiteningConfig,
 };
 
-use crate::single_threaded::SingleThreadedScope;
 use crate::whitening_loss::pairwise_view_loss_and_grad;
 use crate::LossError;
 
@@ -70,7 +69,6 @@ pub(crate) fn zca_loss_and_grad<R: Rng + ?Sized>(
 ) -> Result<(Tensor, Option<Tensor>), LossError> {
     let h = h.detach();
     let device = h.device();
-    let _single = (device == Device::Cpu).then(SingleThreadedScope::enter);
     let (views, m, d) = (h.size()[0], h.size()[1], h.size()[2]);
     let order = random_sub_batches(m, w_size, rng)?;
     cfg.validate(w_size, d)?;
@@ -292,7 +290,8 @@ fn cpu_parts(device: Device, b: i64) -> i64 {
 
 /// `f` over `inputs`, the first on this thread and each other on a thread
 /// of its own, results in input order. Runs inside the caller's
-/// [`SingleThreadedScope`]: libtorch reads its thread count from a
+/// `SingleThreadedScope` when it chose `CpuThreads::SingleWhileRunning`:
+/// libtorch reads its thread count from a
 /// process-wide setting when a new thread first calls it, so every
 /// worker's libtorch calls are single-threaded too, and the parallelism
 /// is exactly one chunk per thread, with no OpenMP team to synchronise
@@ -328,6 +327,7 @@ pub(crate) fn with_gradient(h: &Tensor, loss: &Tensor, grad: &Tensor) -> Tensor 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::single_threaded::SingleThreadedScope;
 
     /// The premise of `on_threads`: a thread started inside the scope
     /// runs libtorch single-threaded without entering the scope itself,

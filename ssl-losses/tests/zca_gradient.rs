@@ -4,7 +4,7 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use ssl_losses::WhiteningLoss;
+use ssl_losses::{CpuThreads, WhiteningLoss};
 use tch::{Device, Kind, Tensor};
 use whitening_core::{WhiteningAxis, WhiteningConfig, WhiteningKind};
 
@@ -110,18 +110,21 @@ fn gradient_is_finite_on_a_degenerate_spectrum() {
     );
 }
 
-/// The CPU path runs single-threaded inside (see `SingleThreadedScope`)
-/// and must hand the caller's thread count back, also on an error.
+/// With `CpuThreads::SingleWhileRunning` the CPU path runs single-threaded
+/// inside (see `SingleThreadedScope`) and must hand the caller's thread
+/// count back, also on an error.
 #[test]
 fn the_callers_thread_count_is_restored() {
     tch::set_num_threads(2);
     tch::manual_seed(3);
     let h = Tensor::randn([2, 32, 64], OPTS).set_requires_grad(true);
-    let loss = WhiteningLoss::whitened(WhiteningConfig::cw_rgp(2), 16);
+    let loss = WhiteningLoss::whitened(WhiteningConfig::cw_rgp(2), 16)
+        .with_cpu_threads(CpuThreads::SingleWhileRunning);
     loss_at(&loss, &h, 1).backward();
     assert_eq!(tch::get_num_threads(), 2);
-    // Rank-deficient (w_size 32 = d/g) is rejected inside the scope.
-    let bad = WhiteningLoss::whitened(WhiteningConfig::cw_rgp(2), 32);
+    // Rank-deficient (w_size 64 > d/g = 32) is rejected inside the scope.
+    let bad = WhiteningLoss::whitened(WhiteningConfig::cw_rgp(2), 64)
+        .with_cpu_threads(CpuThreads::SingleWhileRunning);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let h = Tensor::randn([2, 64, 64], OPTS);
     assert!(bad.loss(&h, 0, &mut rng).is_err());

@@ -117,7 +117,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Pipeline::ssl_small(DatasetKind::Cifar10),
         Pipeline::eval(DatasetKind::Cifar10),
     );
-    let mut trainer = Trainer::builder(cfg).data(splits).build()?;
+    // As the `ssl` binary chooses.
+    let mut trainer = Trainer::builder(cfg)
+        .data(splits)
+        .cpu_threads(ssl_losses::CpuThreads::SingleWhileRunning)
+        .build()?;
     let views: Vec<Tensor> = (0..VIEWS)
         .map(|_| Tensor::randn([BS, 3, 32, 32], (Kind::Float, device)))
         .collect();

@@ -5,7 +5,7 @@
 //! already normalised the head output, the loss of normalised inputs.
 
 use rand::Rng;
-use ssl_losses::{barlow_twins_loss_of_normalized, nt_xent, LossError, Method};
+use ssl_losses::{barlow_twins_loss_of_normalized, nt_xent, CpuThreads, LossError, Method};
 use tch::Tensor;
 
 use crate::networks::{Networks, StepOutputs};
@@ -16,6 +16,8 @@ use crate::networks::{Networks, StepOutputs};
 ///   (the loss's own non-affine batch norm off);
 /// - Barlow Twins: the cross-correlation of the views each normalised by
 ///   the learnable `BatchNorm1d(emb)` (the release's `self.bn`);
+/// - the whitening family: its [`ssl_losses::WhiteningLoss`] with the
+///   caller's `threads` choice;
 /// - every other method: [`Method::loss`] as it is.
 pub fn method_loss<R: Rng + ?Sized>(
     method: &Method,
@@ -23,7 +25,13 @@ pub fn method_loss<R: Rng + ?Sized>(
     out: &StepOutputs,
     epoch: usize,
     rng: &mut R,
+    threads: CpuThreads,
 ) -> Result<Tensor, LossError> {
+    if let Some(loss) = method.whitening_loss() {
+        return loss
+            .with_cpu_threads(threads)
+            .loss(&out.embeddings, epoch, rng);
+    }
     match method {
         Method::Simclr(p) if nets.bn_last.is_some() => nt_xent(&out.embeddings, p.tau, false),
         Method::BarlowTwins(p) if nets.bn_last.is_some() => {

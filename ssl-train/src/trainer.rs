@@ -25,6 +25,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use ssl_data::{EpochBatches, Loader};
 use ssl_dist::Dist;
+use ssl_losses::CpuThreads;
 use ssl_models::{
     load_checkpoint, Checkpoint, CheckpointMetadata, Optimizer, OptimizerKind, RngState,
 };
@@ -237,6 +238,7 @@ pub struct TrainerBuilder {
     backbone: Option<BackboneBuilder>,
     splits: Option<Splits>,
     check_params: bool,
+    cpu_threads: CpuThreads,
 }
 
 impl std::fmt::Debug for TrainerBuilder {
@@ -281,6 +283,15 @@ impl TrainerBuilder {
         self
     }
 
+    /// How the whitening losses use libtorch's CPU threads: the default
+    /// leaves the process's setting alone; a program may choose
+    /// [`CpuThreads::SingleWhileRunning`] (faster on small CPUs, and
+    /// process-wide while each loss runs; the `ssl` binary does).
+    pub fn cpu_threads(mut self, threads: CpuThreads) -> Self {
+        self.cpu_threads = threads;
+        self
+    }
+
     /// Compare the parameters of all ranks after every step (a check of
     /// the data-parallel contract, reported as a note).
     pub fn check_params(mut self, check: bool) -> Self {
@@ -322,6 +333,7 @@ pub struct Trainer {
     /// When and at which step the last checkpoint was written (or the
     /// session started), for `run.checkpoint_every_*`.
     last_save: (Instant, usize),
+    cpu_threads: CpuThreads,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -397,6 +409,7 @@ impl Trainer {
             backbone: None,
             splits: None,
             check_params: false,
+            cpu_threads: CpuThreads::AsSet,
         }
     }
 
@@ -507,6 +520,7 @@ impl Trainer {
             earlier_wall,
             tau0,
             last_save: (Instant::now(), step),
+            cpu_threads: b.cpu_threads,
         })
     }
 
@@ -632,6 +646,7 @@ impl Trainer {
             &outputs,
             epoch,
             &mut self.rng,
+            self.cpu_threads,
         )
         .with_context(|| {
             format!(

@@ -120,7 +120,15 @@ fn bn_last_is_learnable_and_trained() {
         let out = nets.forward(&views, true);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
         let cfg = config(method);
-        let loss = method_loss(&cfg.method, &nets, &out, 0, &mut rng).unwrap();
+        let loss = method_loss(
+            &cfg.method,
+            &nets,
+            &out,
+            0,
+            &mut rng,
+            ssl_losses::CpuThreads::AsSet,
+        )
+        .unwrap();
         loss.backward();
         let g = vars["bn_last.weight"].grad();
         assert!(g.defined() && g.abs().sum(Kind::Double).double_value(&[]) > 0.0);
@@ -142,7 +150,15 @@ fn barlow_twins_at_initialisation_equals_the_standardising_loss() {
         .collect();
     let raw = Tensor::stack(&raw, 0);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let ours = method_loss(&cfg.method, &nets, &out, 0, &mut rng).unwrap();
+    let ours = method_loss(
+        &cfg.method,
+        &nets,
+        &out,
+        0,
+        &mut rng,
+        ssl_losses::CpuThreads::AsSet,
+    )
+    .unwrap();
     let plain = ssl_losses::barlow_twins_loss(&raw, 0.008).unwrap();
     assert!(
         (ours.double_value(&[]) - plain.double_value(&[])).abs()
