@@ -157,6 +157,11 @@ pub struct RunConfig {
     /// the loss stay float32); skipped with a note on other devices.
     #[serde(default)]
     pub bf16: bool,
+    /// Write TensorBoard event files (loss, learning rate, throughput,
+    /// k-NN/linear accuracy, stable rank, the spectrum's histogram) into
+    /// the run directory: `tensorboard --logdir run.out_dir`.
+    #[serde(default = "default_true")]
+    pub tensorboard: bool,
 }
 
 fn default_true() -> bool {
@@ -287,6 +292,7 @@ impl Config {
                 log_every: 50,
                 channels_last: true,
                 bf16: false,
+                tensorboard: true,
             },
             data: DataConfig {
                 dataset,
