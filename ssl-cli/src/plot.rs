@@ -132,10 +132,16 @@ impl LineChart {
             .iter()
             .flat_map(|s| &s.points)
             .all(|(x, _)| x.fract() == 0.0);
-        let bounds = Bounds::of(
+        let mut bounds = Bounds::of(
             series.iter().flat_map(|s| s.points.iter().copied()),
             if whole_x { 1.0 } else { 0.5 },
         );
+        if self.markers {
+            // Markers at the ends are drawn whole.
+            let pad = 0.02 * (bounds.x1 - bounds.x0);
+            bounds.x0 -= pad;
+            bounds.x1 += pad;
+        }
         write_both(stem, &Figure::Lines(self, &series, bounds, whole_x))
     }
 }
@@ -330,7 +336,7 @@ fn draw_lines<DB: DrawingBackend>(
         }
     }
     if series.len() > 1 || !series[0].name.is_empty() {
-        draw_legend(&mut ctx)?;
+        draw_legend(&mut ctx, legend_corner(series, b))?;
     }
     Ok(())
 }
@@ -385,12 +391,15 @@ fn draw_bars<DB: DrawingBackend>(
         .label(name.as_str())
         .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled()));
     }
-    draw_legend(&mut ctx)?;
+    draw_legend(&mut ctx, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
 
-/// The series legend, the same on every chart: upper right, on a light box.
-fn draw_legend<'a, DB, CT>(ctx: &mut ChartContext<'a, DB, CT>) -> Result<()>
+/// The series legend, the same on every chart: in `corner`, on a light box.
+fn draw_legend<'a, DB, CT>(
+    ctx: &mut ChartContext<'a, DB, CT>,
+    corner: SeriesLabelPosition,
+) -> Result<()>
 where
     DB: DrawingBackend + 'a,
     CT: plotters::coord::CoordTranslate,
@@ -399,10 +408,75 @@ where
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(180, 180, 180))
         .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperRight)
+        .position(corner)
         .draw()
         .map_err(err)?;
     Ok(())
+}
+
+/// The corner of the plot where the legend hides the least of the curves:
+/// the one whose legend-sized box the curves (sampled along each segment)
+/// cross least; upper right on a tie.
+fn legend_corner(series: &[Series], b: Bounds) -> SeriesLabelPosition {
+    // The legend box as fractions of the plot area (about 800 x 440 pixels
+    // inside the axes): 14 px text, 20 px per row, the line sample and margins.
+    let longest = series
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let w = ((longest as f64 * 8.0 + 60.0) / 800.0).min(0.6);
+    let h = ((series.len() as f64 * 20.0 + 20.0) / 440.0).min(0.8);
+    let (sx, sy) = (
+        (b.x1 - b.x0).max(f64::MIN_POSITIVE),
+        (b.y1 - b.y0).max(f64::MIN_POSITIVE),
+    );
+    let mut samples = Vec::new();
+    for s in series {
+        for pair in s.points.windows(2) {
+            let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
+            for k in 0..=16 {
+                let t = f64::from(k) / 16.0;
+                samples.push((
+                    (x0 + t * (x1 - x0) - b.x0) / sx,
+                    (y0 + t * (y1 - y0) - b.y0) / sy,
+                ));
+            }
+        }
+        samples.extend(
+            s.points
+                .iter()
+                .map(|&(x, y)| ((x - b.x0) / sx, (y - b.y0) / sy)),
+        );
+    }
+    // Where the box lies along an axis: at the low end, the middle, the high end.
+    let within = |f: f64, size: f64, at: u8| match at {
+        0 => f <= size,
+        1 => (f - 0.5).abs() <= size / 2.0,
+        _ => f >= 1.0 - size,
+    };
+    let hidden = |x_at: u8, y_at: u8| {
+        samples
+            .iter()
+            .filter(|&&(fx, fy)| within(fx, w, x_at) && within(fy, h, y_at))
+            .count()
+    };
+    use SeriesLabelPosition as P;
+    // Corners first: the first of equally good places wins.
+    [
+        (P::UpperRight, 2, 2),
+        (P::UpperLeft, 0, 2),
+        (P::LowerRight, 2, 0),
+        (P::LowerLeft, 0, 0),
+        (P::MiddleRight, 2, 1),
+        (P::MiddleLeft, 0, 1),
+        (P::UpperMiddle, 1, 2),
+        (P::LowerMiddle, 1, 0),
+    ]
+    .into_iter()
+    .map(|(p, x_at, y_at)| (p, hidden(x_at, y_at)))
+    .min_by_key(|(_, n)| *n)
+    .map_or(P::UpperRight, |(p, _)| p)
 }
 
 /// The ticks of one axis: labelled positions (in the chart's coordinates:
@@ -508,7 +582,8 @@ impl Ticks {
                 return labelled(values, Vec::new());
             }
         }
-        let lin = Ticks::linear(min, max);
+        // The top of a log axis is compressed: more ticks keep the bottom labelled.
+        let lin = Ticks::spaced(min, max, nice_step(max - min, TICKS_AIMED + 1.0));
         Ticks {
             major: lin
                 .major
