@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod analyze;
+mod compare;
 mod demo;
 mod device;
 mod dist;
@@ -42,6 +43,9 @@ enum Cmd {
     Eval(eval::EvalArgs),
     /// Export a trained run's weights: safetensors, torchvision, detectron2.
     Export(export::ExportArgs),
+    /// Runs side by side: loss and accuracy curves overlaid (SVG + PNG) and a
+    /// table (Markdown + CSV) of their final accuracies, rank and settings.
+    Compare(compare::CompareArgs),
     /// The paper's analyses (paper §4 and Appendix): spectra, PCA vs ZCA, whitened output,
     /// similarity, CW vs BW, the gradient; plots + tables into --out.
     Analyze(analyze::AnalyzeArgs),
@@ -95,6 +99,7 @@ fn run(cli: Cli, tuning: &whitening_core::process::ProcessTuning) -> Result<()> 
             Ok(())
         }
         Cmd::Analyze(args) => analyze::run(&args),
+        Cmd::Compare(args) => compare::run(&args),
         Cmd::Demo(args) => demo::run(&args),
         Cmd::Eval(args) => eval::run(&args),
         Cmd::Export(args) => export::run(&args),

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use anyhow::{bail, Context, Result};
+use plotters::coord::ranged1d::{KeyPointHint, NoDefaultFormatting, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -126,8 +128,21 @@ impl LineChart {
         if series.is_empty() {
             bail!("plot {}: no finite points to draw", stem.display());
         }
-        let bounds = Bounds::of(series.iter().flat_map(|s| s.points.iter().copied()));
-        write_both(stem, &Figure::Lines(self, &series, bounds))
+        let whole_x = series
+            .iter()
+            .flat_map(|s| &s.points)
+            .all(|(x, _)| x.fract() == 0.0);
+        let mut bounds = Bounds::of(
+            series.iter().flat_map(|s| s.points.iter().copied()),
+            if whole_x { 1.0 } else { 0.5 },
+        );
+        if self.markers {
+            // Markers at the ends are drawn whole.
+            let pad = 0.02 * (bounds.x1 - bounds.x0);
+            bounds.x0 -= pad;
+            bounds.x1 += pad;
+        }
+        write_both(stem, &Figure::Lines(self, &series, bounds, whole_x))
     }
 }
 
@@ -176,7 +191,9 @@ struct Bounds {
 }
 
 impl Bounds {
-    fn of(points: impl Iterator<Item = (f64, f64)>) -> Self {
+    /// The extent of `points`, `y` padded by 5%; a single `x` gets
+    /// `x_pad` either side.
+    fn of(points: impl Iterator<Item = (f64, f64)>, x_pad: f64) -> Self {
         let mut b = Bounds {
             x0: f64::INFINITY,
             x1: f64::NEG_INFINITY,
@@ -191,8 +208,8 @@ impl Bounds {
         }
         // Degenerate ranges (one point, a flat line) get a visible extent.
         if b.x1 - b.x0 <= f64::EPSILON * b.x0.abs().max(1.0) {
-            b.x0 -= 0.5;
-            b.x1 += 0.5;
+            b.x0 -= x_pad;
+            b.x1 += x_pad;
         }
         let pad = (b.y1 - b.y0).abs() * 0.05;
         if pad <= f64::EPSILON * b.y0.abs().max(1.0) {
@@ -208,14 +225,17 @@ impl Bounds {
 
 /// What to draw; rendered by the same code into both backends.
 enum Figure<'a> {
-    Lines(&'a LineChart, &'a [Series], Bounds),
+    /// The chart, its finite series, their bounds, whether every `x` is whole.
+    Lines(&'a LineChart, &'a [Series], Bounds, bool),
     Bars(&'a BarChart, f64),
 }
 
 impl Figure<'_> {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<()> {
         match *self {
-            Figure::Lines(chart, series, bounds) => draw_lines(area, chart, series, bounds),
+            Figure::Lines(chart, series, bounds, whole_x) => {
+                draw_lines(area, chart, series, bounds, whole_x)
+            }
             Figure::Bars(chart, max) => draw_bars(area, chart, max),
         }
     }
@@ -272,32 +292,36 @@ fn draw_lines<DB: DrawingBackend>(
     chart: &LineChart,
     series: &[Series],
     b: Bounds,
+    whole_x: bool,
 ) -> Result<()> {
     area.fill(&WHITE).map_err(err)?;
-    let log_y = chart.log_y;
+    let x_ticks = if whole_x {
+        Ticks::whole(b.x0, b.x1)
+    } else {
+        Ticks::linear(b.x0, b.x1)
+    };
+    let y_ticks = if chart.log_y {
+        Ticks::log(b.y0, b.y1)
+    } else {
+        Ticks::linear(b.y0, b.y1)
+    };
     let mut ctx = ChartBuilder::on(area)
         .caption(&chart.title, ("sans-serif", 22))
         .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(70)
-        .build_cartesian_2d(b.x0..b.x1, b.y0..b.y1)
+        .build_cartesian_2d(
+            Axis::new(b.x0, b.x1, x_ticks),
+            Axis::new(b.y0, b.y1, y_ticks),
+        )
         .map_err(err)?;
-    let y_fmt = move |v: &f64| {
-        if log_y {
-            log_label(*v)
-        } else {
-            short(*v)
-        }
-    };
-    let x_fmt = |v: &f64| short(*v);
     ctx.configure_mesh()
         .x_desc(chart.x_label.as_str())
         .y_desc(chart.y_label.as_str())
-        .x_label_formatter(&x_fmt)
-        .y_label_formatter(&y_fmt)
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16))
-        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(215, 215, 215))
+        .light_line_style(RGBColor(240, 240, 240))
         .draw()
         .map_err(err)?;
     for (i, s) in series.iter().enumerate() {
@@ -312,7 +336,7 @@ fn draw_lines<DB: DrawingBackend>(
         }
     }
     if series.len() > 1 || !series[0].name.is_empty() {
-        draw_legend(&mut ctx)?;
+        draw_legend(&mut ctx, legend_corner(series, b))?;
     }
     Ok(())
 }
@@ -326,29 +350,26 @@ fn draw_bars<DB: DrawingBackend>(
     let n_cat = chart.categories.len();
     let n_grp = chart.groups.len();
     let top = if max > 0.0 { max * 1.12 } else { 1.0 };
+    let y_ticks = Ticks::linear(0.0, top);
+    let categories = Ticks {
+        major: (0..n_cat)
+            .map(|i| (i as f64 + 0.5, chart.categories[i].clone()))
+            .collect(),
+        minor: Vec::new(),
+    };
     let mut ctx = ChartBuilder::on(area)
         .caption(&chart.title, ("sans-serif", 22))
         .margin(14)
         .x_label_area_size(60)
         .y_label_area_size(70)
-        .build_cartesian_2d(0.0..n_cat as f64, 0.0..top)
+        .build_cartesian_2d(
+            Axis::new(0.0, n_cat as f64, categories),
+            Axis::new(0.0, top, y_ticks),
+        )
         .map_err(err)?;
-    let cats = chart.categories.clone();
-    let x_fmt = move |v: &f64| {
-        let i = (*v - 0.5).round();
-        if (v - 0.5 - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < cats.len() {
-            cats[i as usize].clone()
-        } else {
-            String::new()
-        }
-    };
-    let y_fmt = |v: &f64| short(*v);
     ctx.configure_mesh()
         .disable_x_mesh()
-        .x_labels(2 * n_cat + 1)
-        .x_label_formatter(&x_fmt)
         .y_desc(chart.y_label.as_str())
-        .y_label_formatter(&y_fmt)
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16))
         .draw()
@@ -370,12 +391,15 @@ fn draw_bars<DB: DrawingBackend>(
         .label(name.as_str())
         .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], c.filled()));
     }
-    draw_legend(&mut ctx)?;
+    draw_legend(&mut ctx, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
 
-/// The series legend, the same on every chart: upper right, on a light box.
-fn draw_legend<'a, DB, CT>(ctx: &mut ChartContext<'a, DB, CT>) -> Result<()>
+/// The series legend, the same on every chart: in `corner`, on a light box.
+fn draw_legend<'a, DB, CT>(
+    ctx: &mut ChartContext<'a, DB, CT>,
+    corner: SeriesLabelPosition,
+) -> Result<()>
 where
     DB: DrawingBackend + 'a,
     CT: plotters::coord::CoordTranslate,
@@ -384,32 +408,314 @@ where
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(180, 180, 180))
         .label_font(("sans-serif", 14))
-        .position(SeriesLabelPosition::UpperRight)
+        .position(corner)
         .draw()
         .map_err(err)?;
     Ok(())
 }
 
-/// A log-axis label for `log10(y) = v`: two significant digits, so ticks
-/// between powers of ten do not repeat ("2e-1", "2.5e-1", "1e0").
-fn log_label(v: f64) -> String {
-    let s = format!("{:.1e}", 10f64.powf(v));
-    s.replacen(".0e", "e", 1)
+/// The corner of the plot where the legend hides the least of the curves:
+/// the one whose legend-sized box the curves (sampled along each segment)
+/// cross least; upper right on a tie.
+fn legend_corner(series: &[Series], b: Bounds) -> SeriesLabelPosition {
+    // The legend box as fractions of the plot area (about 800 x 440 pixels
+    // inside the axes): 14 px text, 20 px per row, the line sample and margins.
+    let longest = series
+        .iter()
+        .map(|s| s.name.chars().count())
+        .max()
+        .unwrap_or(0);
+    let w = ((longest as f64 * 8.0 + 60.0) / 800.0).min(0.6);
+    let h = ((series.len() as f64 * 20.0 + 20.0) / 440.0).min(0.8);
+    let (sx, sy) = (
+        (b.x1 - b.x0).max(f64::MIN_POSITIVE),
+        (b.y1 - b.y0).max(f64::MIN_POSITIVE),
+    );
+    let mut samples = Vec::new();
+    for s in series {
+        for pair in s.points.windows(2) {
+            let ((x0, y0), (x1, y1)) = (pair[0], pair[1]);
+            for k in 0..=16 {
+                let t = f64::from(k) / 16.0;
+                samples.push((
+                    (x0 + t * (x1 - x0) - b.x0) / sx,
+                    (y0 + t * (y1 - y0) - b.y0) / sy,
+                ));
+            }
+        }
+        samples.extend(
+            s.points
+                .iter()
+                .map(|&(x, y)| ((x - b.x0) / sx, (y - b.y0) / sy)),
+        );
+    }
+    // Where the box lies along an axis: at the low end, the middle, the high end.
+    let within = |f: f64, size: f64, at: u8| match at {
+        0 => f <= size,
+        1 => (f - 0.5).abs() <= size / 2.0,
+        _ => f >= 1.0 - size,
+    };
+    let hidden = |x_at: u8, y_at: u8| {
+        samples
+            .iter()
+            .filter(|&&(fx, fy)| within(fx, w, x_at) && within(fy, h, y_at))
+            .count()
+    };
+    use SeriesLabelPosition as P;
+    // Corners first: the first of equally good places wins.
+    [
+        (P::UpperRight, 2, 2),
+        (P::UpperLeft, 0, 2),
+        (P::LowerRight, 2, 0),
+        (P::LowerLeft, 0, 0),
+        (P::MiddleRight, 2, 1),
+        (P::MiddleLeft, 0, 1),
+        (P::UpperMiddle, 1, 2),
+        (P::LowerMiddle, 1, 0),
+    ]
+    .into_iter()
+    .map(|(p, x_at, y_at)| (p, hidden(x_at, y_at)))
+    .min_by_key(|(_, n)| *n)
+    .map_or(P::UpperRight, |(p, _)| p)
 }
 
-/// Axis numbers without trailing noise: 0.25, 1.5k, 3e-4.
-fn short(v: f64) -> String {
+/// The ticks of one axis: labelled positions (in the chart's coordinates:
+/// `log10(y)` on a log axis) and unlabelled grid lines between them.
+#[derive(Debug, Clone, PartialEq)]
+struct Ticks {
+    major: Vec<(f64, String)>,
+    minor: Vec<f64>,
+}
+
+/// Ticks aimed at per axis (a chart is 900 × 560 pixels).
+const TICKS_AIMED: f64 = 6.0;
+
+impl Ticks {
+    /// Round values (1, 2, 2.5 or 5 × 10^k apart) over `lo..=hi`, all
+    /// labelled with the decimals their spacing needs.
+    fn linear(lo: f64, hi: f64) -> Self {
+        Self::spaced(lo, hi, nice_step((hi - lo).abs(), TICKS_AIMED))
+    }
+
+    /// As [`Ticks::linear`] for whole numbers (epochs, steps): round steps
+    /// of at least 1, never 2.5.
+    fn whole(lo: f64, hi: f64) -> Self {
+        let step = match nice_step((hi - lo).abs(), TICKS_AIMED) {
+            s if s < 1.0 => 1.0,
+            2.5 => 2.0,
+            s => s,
+        };
+        let mut ticks = Self::spaced(lo, hi, step);
+        if step == 1.0 {
+            ticks.minor.clear(); // no grid line at half an epoch
+        }
+        ticks
+    }
+
+    /// The multiples of `step` within `lo..=hi` (`lo` alone when the range
+    /// is empty), labelled with the decimals `step` needs.
+    fn spaced(lo: f64, hi: f64, step: f64) -> Self {
+        let values = if hi > lo {
+            let k0 = (lo / step - 1e-9).ceil() as i64;
+            let k1 = (hi / step + 1e-9).floor() as i64;
+            (k0..=k1).map(|k| k as f64 * step).collect()
+        } else {
+            vec![lo]
+        };
+        let digits = decimals(step);
+        let minor = values
+            .iter()
+            .map(|v| v + step / 2.0)
+            .filter(|&v| v <= hi)
+            .collect();
+        Ticks {
+            major: values
+                .iter()
+                .map(|&v| (v, number(snap(v, step), Some(digits))))
+                .collect(),
+            minor,
+        }
+    }
+
+    /// Ticks of a log axis spanning `10^lo ..= 10^hi`: powers of ten when
+    /// there are enough of them, else 1-2-5 or 1-2-3-5-7 series, else
+    /// round values as on a linear axis (a range within a factor of
+    /// about 3, such as a loss going from 1.6 to 1.2).
+    fn log(lo: f64, hi: f64) -> Self {
+        let (min, max) = (10f64.powf(lo), 10f64.powf(hi));
+        let in_range = |v: f64| {
+            let p = v.log10();
+            p >= lo - 1e-9 && p <= hi + 1e-9
+        };
+        let series = |mantissas: &[f64]| -> Vec<f64> {
+            let (e0, e1) = (lo.floor() as i32, hi.ceil() as i32);
+            (e0..=e1)
+                .flat_map(|e| mantissas.iter().map(move |m| m * 10f64.powi(e)))
+                .filter(|&v| in_range(v))
+                .collect()
+        };
+        let labelled = |values: Vec<f64>, minor: Vec<f64>| Ticks {
+            major: values
+                .iter()
+                .map(|&v| (v.log10(), number(v, None)))
+                .collect(),
+            minor: minor.into_iter().map(f64::log10).collect(),
+        };
+        let decades = series(&[1.0]);
+        if decades.len() >= 4 {
+            let every = decades.len().div_ceil(12);
+            let kept: Vec<f64> = decades
+                .iter()
+                .copied()
+                .filter(|v| (v.log10().round() as i64).rem_euclid(every as i64) == 0)
+                .collect();
+            let minor = if every == 1 {
+                series(&[2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])
+            } else {
+                decades
+            };
+            return labelled(kept, minor);
+        }
+        for mantissas in [&[1.0, 2.0, 5.0][..], &[1.0, 2.0, 3.0, 5.0, 7.0]] {
+            let values = series(mantissas);
+            if values.len() >= 4 {
+                return labelled(values, Vec::new());
+            }
+        }
+        // The top of a log axis is compressed: more ticks keep the bottom labelled.
+        let lin = Ticks::spaced(min, max, nice_step(max - min, TICKS_AIMED + 1.0));
+        Ticks {
+            major: lin
+                .major
+                .into_iter()
+                .filter(|(v, _)| *v > 0.0)
+                .map(|(v, l)| (v.log10(), l))
+                .collect(),
+            minor: lin
+                .minor
+                .into_iter()
+                .filter(|v| *v > 0.0)
+                .map(f64::log10)
+                .collect(),
+        }
+    }
+
+    fn positions(&self) -> Vec<f64> {
+        self.major.iter().map(|(p, _)| *p).collect()
+    }
+
+    /// The label of the tick at `position` (the nearest one).
+    fn label(&self, position: f64) -> String {
+        self.major
+            .iter()
+            .min_by(|a, b| (a.0 - position).abs().total_cmp(&(b.0 - position).abs()))
+            .map(|(_, l)| l.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A linear coordinate over `lo..hi` whose grid lines and labels are its
+/// [`Ticks`] (plotters' own choice of ticks does not know which labels
+/// its formatter will write, so it repeats them).
+#[derive(Debug, Clone)]
+struct Axis {
+    range: std::ops::Range<f64>,
+    ticks: Ticks,
+}
+
+impl Axis {
+    fn new(lo: f64, hi: f64, ticks: Ticks) -> Self {
+        Self {
+            range: lo..hi,
+            ticks,
+        }
+    }
+}
+
+impl Ranged for Axis {
+    type FormatOption = NoDefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        RangedCoordf64::from(self.range.clone()).map(value, limit)
+    }
+
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        if hint.weight().allow_light_points() {
+            self.ticks.minor.clone()
+        } else {
+            self.ticks.positions()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.range.clone()
+    }
+}
+
+impl ValueFormatter<f64> for Axis {
+    fn format_ext(&self, value: &f64) -> String {
+        self.ticks.label(*value)
+    }
+}
+
+/// A round spacing (1, 2, 2.5 or 5 × 10^k) giving about `aimed` ticks over `span`.
+fn nice_step(span: f64, aimed: f64) -> f64 {
+    if !(span > 0.0 && span.is_finite()) {
+        return 1.0;
+    }
+    let raw = span / aimed;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|&s| s >= raw * (1.0 - 1e-9))
+        .unwrap_or(10.0 * magnitude)
+}
+
+/// `v` with the float noise of `k × step` removed (0.30000000000000004 → 0.3).
+fn snap(v: f64, step: f64) -> f64 {
+    if v.abs() < step * 1e-9 {
+        0.0
+    } else {
+        v
+    }
+}
+
+/// The fewest decimals (up to 12) that write `v` exactly.
+fn decimals(v: f64) -> usize {
+    (0..=12)
+        .find(|&d| {
+            let s = v.abs() * 10f64.powi(d as i32);
+            (s - s.round()).abs() <= 1e-6 * s.max(1.0)
+        })
+        .unwrap_or(12)
+}
+
+/// A tick label: plain for magnitudes from 1e-3 to below 1e4 (with
+/// `digits` decimals, or as few as write the value), scientific outside
+/// (`2.5e-4`, `1.2e5`).
+pub fn number(v: f64, digits: Option<usize>) -> String {
     let a = v.abs();
     if a == 0.0 {
-        "0".into()
-    } else if a >= 1e4 {
-        format!("{:.1}k", v / 1e3)
-    } else if a >= 1e-2 {
-        let s = format!("{v:.3}");
-        s.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        format!("{v:.0e}")
+        return "0".into();
     }
+    if !v.is_finite() {
+        return v.to_string();
+    }
+    if (1e-3..1e4).contains(&a) {
+        let d = digits.unwrap_or_else(|| decimals(v));
+        return format!("{v:.d$}");
+    }
+    let mut e = a.log10().floor() as i32;
+    let mut m = v / 10f64.powi(e);
+    if (m.abs() * 1e6).round() / 1e6 >= 10.0 {
+        m /= 10.0;
+        e += 1;
+    }
+    let digits = format!("{m:.6}");
+    let mantissa = digits.trim_end_matches('0').trim_end_matches('.');
+    format!("{mantissa}e{e}")
 }
 
 #[cfg(test)]
@@ -481,15 +787,234 @@ mod tests {
         }
     }
 
+    fn labels(t: &Ticks) -> Vec<&str> {
+        t.major.iter().map(|(_, l)| l.as_str()).collect()
+    }
+
     #[test]
-    fn short_numbers() {
-        assert_eq!(short(0.0), "0");
-        assert_eq!(short(0.25), "0.25");
-        assert_eq!(short(2.0), "2");
-        assert_eq!(short(15000.0), "15.0k");
-        assert_eq!(short(0.0003), "3e-4");
-        assert_eq!(log_label(0.0), "1e0");
-        assert_eq!(log_label(0.25f64.log10()), "2.5e-1");
-        assert_ne!(log_label(0.9f64.log10()), log_label(1.1f64.log10()));
+    fn numbers_are_plain_from_a_thousandth_to_ten_thousand() {
+        for (v, want) in [
+            (0.0, "0"),
+            (0.02, "0.02"),
+            (1.35, "1.35"),
+            (0.001, "0.001"),
+            (2.0, "2"),
+            (9999.0, "9999"),
+            (1e4, "1e4"),
+            (12345.0, "1.2345e4"),
+            (0.0003, "3e-4"),
+            (-2.5e-4, "-2.5e-4"),
+            (9.9999999e-5, "1e-4"),
+        ] {
+            assert_eq!(number(v, None), want, "{v}");
+        }
+        assert_eq!(number(1.5, Some(2)), "1.50");
+    }
+
+    #[test]
+    fn ticks_of_the_demos_axes() {
+        // The demo's loss, ~1.6 falling to ~1.2, on a log axis.
+        let loss = Ticks::log(1.2f64.log10(), 1.62f64.log10());
+        assert_eq!(labels(&loss), ["1.2", "1.3", "1.4", "1.5", "1.6"]);
+        assert!((loss.major[1].0 - 1.3f64.log10()).abs() < 1e-12);
+        // Accuracies in %.
+        let acc = Ticks::linear(18.3, 46.1);
+        assert_eq!(labels(&acc), ["20", "25", "30", "35", "40", "45"]);
+        // A spectrum over nine decades: powers of ten, plain inside the range.
+        let spectrum = Ticks::log(-8.2, 1.3);
+        assert_eq!(
+            labels(&spectrum),
+            ["1e-8", "1e-7", "1e-6", "1e-5", "1e-4", "0.001", "0.01", "0.1", "1", "10"]
+        );
+        assert_eq!(spectrum.minor.len(), 3 + 9 * 8);
+        // Less than a decade: a 1-2-3-5-7 series.
+        assert_eq!(
+            labels(&Ticks::log(0.15f64.log10(), 1.2f64.log10())),
+            ["0.2", "0.3", "0.5", "0.7", "1"]
+        );
+        // Whole numbers (epochs): no fractional ticks.
+        assert_eq!(labels(&Ticks::whole(7.0, 9.0)), ["7", "8", "9"]);
+        assert_eq!(
+            labels(&Ticks::whole(0.0, 12.0)),
+            ["0", "2", "4", "6", "8", "10", "12"]
+        );
+        // Steps in the tens of thousands.
+        assert_eq!(
+            labels(&Ticks::linear(0.0, 25_000.0)),
+            ["0", "5000", "1e4", "1.5e4", "2e4", "2.5e4"]
+        );
+    }
+
+    /// Every axis, linear or log, at any scale: labels distinct, each the
+    /// value at its position, plain from 1e-3 to 1e4.
+    #[test]
+    fn tick_labels_are_distinct_and_say_their_value() {
+        let mut checked = 0;
+        for scale in -7..=7 {
+            for (a, b) in [
+                (1.0, 1.3),
+                (1.0, 2.0),
+                (0.2, 9.0),
+                (1.0, 1e3),
+                (-3.0, 7.0),
+                (1.17, 1.61),
+            ] {
+                let (lo, hi) = (a * 10f64.powi(scale), b * 10f64.powi(scale));
+                let mut axes = vec![(Ticks::linear(lo, hi), false)];
+                if lo > 0.0 {
+                    axes.push((Ticks::log(lo.log10(), hi.log10()), true));
+                }
+                for (t, log) in axes {
+                    let l = labels(&t);
+                    assert!(l.len() >= 3, "{lo}..{hi} (log {log}): {l:?}");
+                    let mut unique = l.clone();
+                    unique.sort_unstable();
+                    unique.dedup();
+                    assert_eq!(unique.len(), l.len(), "{lo}..{hi} (log {log}): {l:?}");
+                    for (p, label) in &t.major {
+                        let v = if log { 10f64.powf(*p) } else { *p };
+                        let read: f64 = label.parse().unwrap();
+                        assert!(
+                            (read - v).abs() <= 1e-9 * v.abs().max(1e-300) + 1e-12 * (hi - lo),
+                            "{label} at {v}"
+                        );
+                        let plain = (1e-3..1e4).contains(&v.abs()) || v == 0.0;
+                        assert_eq!(!label.contains('e'), plain, "{label} at {v}");
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 100);
+    }
+
+    /// Tick labels of an SVG chart: the texts at the left of the plot
+    /// (right-aligned at one x) and those under it (centred at one y), in
+    /// drawing order.
+    fn svg_axis_labels(svg: &str) -> (Vec<String>, Vec<String>) {
+        let mut texts: Vec<(String, String, String)> = Vec::new();
+        for chunk in svg.split("<text").skip(1) {
+            let attr = |name: &str| {
+                chunk
+                    .split_once(&format!(" {name}=\""))
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .map(|(v, _)| v.to_string())
+                    .unwrap_or_default()
+            };
+            let body = chunk
+                .split_once('>')
+                .and_then(|(_, rest)| rest.split_once("</text>"))
+                .map(|(t, _)| t.trim().to_string())
+                .unwrap_or_default();
+            let anchor = attr("text-anchor");
+            let key = if anchor == "end" {
+                attr("x")
+            } else {
+                attr("y")
+            };
+            texts.push((anchor, key, body));
+        }
+        // The axis whose labels share a coordinate: the most frequent one.
+        let pick = |end: bool| -> Vec<String> {
+            let mut counts = std::collections::HashMap::new();
+            for (a, k, _) in &texts {
+                if (a == "end") == end {
+                    *counts.entry(k.clone()).or_insert(0) += 1;
+                }
+            }
+            let Some((key, _)) = counts.into_iter().max_by_key(|(_, n)| *n) else {
+                return Vec::new();
+            };
+            texts
+                .iter()
+                .filter(|(a, k, _)| (a == "end") == end && *k == key)
+                .map(|(_, _, t)| t.clone())
+                .collect()
+        };
+        (pick(true), pick(false))
+    }
+
+    /// The demo's plots (`ssl demo`: 8 epochs, the loss logged every 10
+    /// steps falling from ~1.6 to ~1.2 on a log axis, one evaluation in %,
+    /// the spectrum over many decades), drawn as a run draws them: every
+    /// axis label distinct and plain between 1e-3 and 1e4.
+    #[test]
+    fn the_demos_plots_have_distinct_plain_labels() {
+        use ssl_train::records::save_spectrum;
+        use ssl_train::{Record, Spectrum};
+        let keep = std::env::var_os("SSL_KEEP_PLOTS").map(std::path::PathBuf::from);
+        let scratch = test_support::scratch_dir();
+        let run = keep.clone().unwrap_or_else(|| scratch.path().to_path_buf());
+        std::fs::create_dir_all(&run).unwrap();
+        let mut lines = String::new();
+        let mut push = |r: Record| {
+            lines.push_str(&serde_json::to_string(&r).unwrap());
+            lines.push('\n');
+        };
+        for step in (10..=312).step_by(10) {
+            let t = step as f64 / 312.0;
+            let wiggle = 0.03 * ((step as f64) * 0.7).sin();
+            push(Record::Step {
+                epoch: step / 39,
+                step,
+                loss: 1.6 - 0.4 * t.sqrt() + wiggle,
+                lr: 3e-3,
+                images_per_s: 150.0,
+            });
+        }
+        push(Record::Eval {
+            epoch: 8,
+            step: 312,
+            knn_top1: 0.876,
+            linear_top1: Some(0.958),
+            linear_top5: Some(1.0),
+            normalised_stable_rank: 0.4,
+        });
+        std::fs::write(run.join("metrics.jsonl"), &lines).unwrap();
+        let singular: Vec<f64> = (0..128).map(|i| 30.0 * 0.9f64.powi(i)).collect();
+        save_spectrum(
+            &run,
+            &Spectrum {
+                epoch: 8,
+                representation: "encoder".into(),
+                covariance_eigenvalues: singular.iter().map(|s| s * s / 5000.0).collect(),
+                singular_values: singular,
+            },
+        )
+        .unwrap();
+        crate::report::write_plots(&run).unwrap();
+
+        let plain = |l: &str| l.parse::<f64>().is_ok() && !l.contains('e');
+        for (stem, y_min) in [("loss", 4), ("accuracy", 4), ("spectrum", 6)] {
+            let svg = std::fs::read_to_string(run.join(format!("plots/{stem}.svg"))).unwrap();
+            let (y, x) = svg_axis_labels(&svg);
+            for (axis, labels, least) in [("y", &y, y_min), ("x", &x, 3)] {
+                assert!(labels.len() >= least, "{stem} {axis}: {labels:?}");
+                let mut unique = labels.clone();
+                unique.sort();
+                unique.dedup();
+                assert_eq!(unique.len(), labels.len(), "{stem} {axis}: {labels:?}");
+                for l in labels {
+                    let v: f64 = l.parse().unwrap_or_else(|_| panic!("{stem} {axis}: {l}"));
+                    if (1e-3..1e4).contains(&v.abs()) {
+                        assert!(plain(l), "{stem} {axis}: {l} is not plain");
+                    }
+                }
+            }
+            if stem == "loss" {
+                assert_eq!(y, ["1.2", "1.3", "1.4", "1.5"], "{stem}");
+            }
+            if stem == "spectrum" {
+                assert!(
+                    ["100", "1", "0.01", "1e-4", "1e-12"]
+                        .iter()
+                        .all(|l| y.contains(&l.to_string())),
+                    "{y:?}"
+                );
+            }
+            if stem == "accuracy" {
+                assert_eq!(x, ["7", "8", "9"], "whole epochs: {x:?}");
+            }
+        }
     }
 }

@@ -322,6 +322,16 @@ fn sigkill_at_any_point_then_resume_ends_bit_identical() {
     last.push("--resume".into());
     let o = ssl(&last);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The history matches: every step once, in order, equal losses.
+    let steps: Vec<u64> = std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "step")
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=12).collect::<Vec<u64>>(), "each step once");
+    assert_eq!(losses(&run), losses(&out.path().join("straight")));
     let straight = checkpoint_tensors(&out.path().join("straight"));
     let killed = checkpoint_tensors(&run);
     assert_eq!(straight.len(), killed.len());

@@ -181,6 +181,11 @@ pub struct RunConfig {
     /// ... and after this many steps since the last one (0 = off).
     #[serde(default)]
     pub checkpoint_every_steps: usize,
+    /// Write TensorBoard event files (loss, learning rate, throughput,
+    /// k-NN/linear accuracy, stable rank, the spectrum's histogram) into
+    /// the run directory: `tensorboard --logdir run.out_dir`.
+    #[serde(default = "default_true")]
+    pub tensorboard: bool,
 }
 
 fn default_true() -> bool {
@@ -335,6 +340,7 @@ impl Config {
                 bf16: false,
                 checkpoint_every_minutes: default_checkpoint_minutes(),
                 checkpoint_every_steps: 0,
+                tensorboard: true,
             },
             data: DataConfig {
                 dataset,

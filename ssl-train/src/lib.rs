@@ -82,6 +82,7 @@ pub mod records;
 pub mod restore;
 pub mod run_dir;
 pub mod schedule;
+pub mod tensorboard;
 pub mod trainer;
 
 pub use config::{Config, DatasetName, Override, Preset};
@@ -91,7 +92,7 @@ pub use error::{BoxError, Context, Result, TrainError};
 pub use evaluate::{evaluate, evaluate_with, EvalRequest, EvalSummary, Evaluation};
 pub use methods::method_loss;
 pub use networks::{Backbone, BackboneBuilder, ForwardPlan, Networks, StepOutputs};
-pub use records::{read_records, RunResults, Spectrum};
+pub use records::{read_config, read_records, read_results, RunResults, Spectrum};
 pub use restore::{restore, Restored};
 pub use run_dir::{Record, RunDir};
 pub use schedule::LrSchedule;

@@ -2,14 +2,15 @@
 //! (the test features' singular values and covariance eigenvalues at the
 //! last evaluation, which each evaluation overwrites) and, at the end of
 //! every session, `results.json`. One reader of `metrics.jsonl` for
-//! everyone: [`read_records`].
+//! everyone: [`read_records`]; [`read_results`] and [`read_config`] read
+//! `results.json` and `config.toml`.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::error::{Context, Result};
+use crate::error::{Context, Result, TrainError};
 use crate::run_dir::{atomic_write, Record};
 use crate::trainer::TrainOutcome;
 
@@ -76,6 +77,29 @@ pub struct RunResults {
 
 pub fn results_path(run_dir: &Path) -> PathBuf {
     run_dir.join("results.json")
+}
+
+/// The `results.json` of a run directory.
+pub fn read_results(run_dir: &Path) -> Result<RunResults> {
+    let path = results_path(run_dir);
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not the results of a run", path.display()))
+}
+
+/// The configuration a run directory was trained with (its `config.toml`;
+/// keys added since it was written take their defaults).
+pub fn read_config(run_dir: &Path) -> Result<Config> {
+    let path = run_dir.join("config.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| {
+        TrainError::Config(format!(
+            "{}: not a run configuration: {}",
+            path.display(),
+            e.to_string().trim()
+        ))
+    })
 }
 
 /// Writes `results.json` atomically.

@@ -431,7 +431,7 @@ impl Trainer {
             );
         }
         let is_root = dist.is_root();
-        let run = RunDir::open(&run_path, &cfg.to_toml()?, b.resume, !is_root)?;
+        let mut run = RunDir::open(&run_path, &cfg.to_toml()?, b.resume, !is_root)?;
         let splits = match b.splits {
             Some(s) => s,
             None => open_splits(&cfg)?,
@@ -473,6 +473,8 @@ impl Trainer {
             )
             .with_context(|| format!("--resume from {}", checkpoint.display()))?;
             step = meta.step as usize;
+            // The history matches the checkpoint: later records are dropped.
+            run.truncate_after(step)?;
             if let Some(state) = &meta.rng {
                 rng = state.restore()?;
             }
@@ -751,9 +753,7 @@ impl Trainer {
             linear_top5: e.linear_top5,
             normalised_stable_rank: e.normalised_stable_rank,
         })?;
-        if self.is_root() {
-            crate::records::save_spectrum(&self.outcome.run_dir, &full.spectrum(epoch))?;
-        }
+        self.run.save_spectrum(self.step, &full.spectrum(epoch))?;
         self.outcome.last_eval = Some(e);
         Ok(Some(full))
     }

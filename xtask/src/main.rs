@@ -20,7 +20,7 @@ use clap::{Parser, Subcommand};
     about = "whitening-ssl project automation",
     long_about = "whitening-ssl project automation.\n\n\
         Every command that builds first runs `setup`: it installs PyPI's torch==2.13.0 \
-        (the libtorch that tch 0.26 binds), torchvision, numpy and pillow into the \
+        (the libtorch that tch 0.26 binds), torchvision, numpy, pillow and tensorboard into the \
         project-local `.venv` unless LIBTORCH points at your own libtorch, and checks \
         for the system OpenBLAS that ndarray-linalg links."
 )]

@@ -5,7 +5,8 @@
 //!   folder carries `include/` and `lib/`; `.libtorch` is linked to it.
 //! - `LIBTORCH` set: that libtorch is checked (version 2.13.x, `lib/`,
 //!   `include/`) and `.libtorch` is linked to it. The venv still gets
-//!   torchvision, numpy and pillow, since tests cross-check against them.
+//!   torchvision, numpy, pillow and tensorboard, since tests cross-check
+//!   against them.
 //!
 //! `.cargo/config.toml` points tch at `.libtorch` and the tests at
 //! `.venv/bin/python`, so a plain `cargo build` / `cargo test` works after
@@ -19,8 +20,15 @@ use anyhow::{bail, Context, Result};
 
 /// The libtorch version tch 0.26 binds.
 pub const TORCH_VERSION: &str = "2.13.0";
-/// The Python packages of the project venv (torchvision 0.28 pairs with torch 2.13).
-pub const REQUIREMENTS: &[&str] = &["torch==2.13.0", "torchvision==0.28.0", "numpy", "pillow"];
+/// The Python packages of the project venv (torchvision 0.28 pairs with torch
+/// 2.13; tensorboard's event reader checks the event files runs write).
+pub const REQUIREMENTS: &[&str] = &[
+    "torch==2.13.0",
+    "torchvision==0.28.0",
+    "numpy",
+    "pillow",
+    "tensorboard",
+];
 const STAMP: &str = ".ssl-setup-stamp";
 
 /// What set-up found or installed.
