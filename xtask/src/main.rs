@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
         Every command that builds first runs `setup`: it installs PyPI's torch==2.13.0 \
         (the libtorch that tch 0.26 binds), torchvision, numpy and pillow into the \
         project-local `.venv` unless LIBTORCH points at your own libtorch, and checks \
-        for the system OpenBLAS that ndarray-linalg links."
+        for the system OpenBLAS that the tests' f64 oracle links (ndarray-linalg)."
 )]
 struct Cli {
     #[command(subcommand)]
