@@ -11,7 +11,9 @@ use tch::{Device, Kind, Tensor};
 use whitening_core::{whiten_sub_batches, WhiteningConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = std::env::args().nth(1).ok_or("usage: downstream-check RUN_DIR")?;
+    let out = std::env::args()
+        .nth(1)
+        .ok_or("usage: downstream-check RUN_DIR")?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let cpu = (Kind::Float, Device::Cpu);
 
@@ -35,7 +37,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|i| {
             let pixels = (0..32 * 32 * 3).map(|_| rng.random()).collect();
             let image = RgbImage::from_raw(32, 32, pixels)?;
-            Ok(Sample { image, label: Some(i % 4) })
+            Ok(Sample {
+                image,
+                label: Some(i % 4),
+            })
         })
         .collect::<Result<Vec<_>, ssl_data::DataError>>()?;
     let set = |k: &str, v: &str| Override::new(k, v);
@@ -66,7 +71,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut trainer = Trainer::builder(cfg).data(splits).build()?;
     let first = trainer.step()?.ok_or("the epoch had no batch")?;
-    let views = [Tensor::randn([64, 3, 32, 32], cpu), Tensor::randn([64, 3, 32, 32], cpu)];
+    let views = [
+        Tensor::randn([64, 3, 32, 32], cpu),
+        Tensor::randn([64, 3, 32, 32], cpu),
+    ];
     let second = trainer.step_on(&views)?;
     assert!(first.loss.is_finite() && second.loss.is_finite());
     assert_eq!(second.step, 2);
