@@ -91,6 +91,14 @@ fn check(root: &Path, env: &Env, project: &Path) -> Result<()> {
         target.display()
     );
 
+    // `cargo fmt --all` in the workspace does not reach these two files.
+    cargo_in(
+        project,
+        env,
+        &target,
+        "cargo fmt --check",
+        &["fmt", "--check"],
+    )?;
     let t = Instant::now();
     cargo_in(
         project,
