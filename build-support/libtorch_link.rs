@@ -1,5 +1,6 @@
 //! Build script shared by every crate that links libtorch (each names it with
-//! `build = "../build-support/libtorch_link.rs"`).
+//! `build = "../build-support/libtorch_link.rs"`; ssl-cli calls `main` from
+//! its own `build.rs`).
 //!
 //! torch-sys tells the linker *where* libtorch is but not the loader, and the
 //! linker's default `--as-needed` drops `libtorch_cuda.so` because no symbol
@@ -15,28 +16,20 @@
 //!
 //! The directory comes from torch-sys itself (`DEP_TCH_LIBTORCH_LIB`, set
 //! because the crate depends on torch-sys directly), so it is always the
-//! libtorch that was actually linked.
-use std::path::PathBuf;
+//! libtorch that was actually linked. The code is the `libtorch-rpath`
+//! crate's, included here, which a user's own build script calls the same
+//! way (README, "Using the libraries").
+
+#[path = "../libtorch-rpath/src/lib.rs"]
+mod libtorch_rpath;
 
 pub fn main() {
-    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=../build-support/libtorch_link.rs");
-    let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(PathBuf::from) else {
-        // torch-sys in doc-only mode (docs.rs) emits nothing: nothing to link.
-        return;
-    };
-    let lib = lib.canonicalize().unwrap_or(lib);
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    for cuda in ["torch_cuda", "torch_cuda_cu", "torch_cuda_cpp", "torch_hip"] {
-        if lib.join(format!("lib{cuda}.so")).exists() {
-            println!("cargo:rustc-link-arg=-L{}", lib.display());
-            println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-            println!("cargo:rustc-link-arg=-l{cuda}");
-            println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    println!("cargo:rerun-if-changed=../libtorch-rpath/src/lib.rs");
+    if let Some(lib) = libtorch_rpath::link() {
+        if lib.join("libtorch_cuda.so").exists() {
+            println!("cargo:rustc-cfg=ssl_libtorch_cuda");
         }
+        println!("cargo:rustc-env=SSL_LIBTORCH_LIB={}", lib.display());
     }
-    if lib.join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-cfg=ssl_libtorch_cuda");
-    }
-    println!("cargo:rustc-env=SSL_LIBTORCH_LIB={}", lib.display());
 }

@@ -123,7 +123,7 @@ pub struct Neighbours {
 }
 
 /// Finds the `cfg.k` nearest training rows of each test row, block by block
-/// (on the CPU by OpenBLAS blocks with a fused top-k scan, elsewhere by
+/// (on the CPU by sgemm blocks with a fused top-k scan, elsewhere by
 /// `addmm` + `topk` blocks; both rank the same keys the same way). On an
 /// AVX2 CPU, from 2²⁵ test × train pairs, an exact 7-bit integer prefilter
 /// with f64 re-ranking of its candidates replaces the sgemm blocks: it ranks
@@ -186,7 +186,7 @@ fn nearest_impl(
         };
         let n_test = test.size()[0];
         if fused && train.device() == tch::Device::Cpu {
-            // OpenBLAS blocks with a fused top-k scan (`knn_cpu`).
+            // sgemm blocks with a fused top-k scan (`knn_cpu`).
             let flat = |t: &Tensor| Vec::<f32>::try_from(&t.contiguous().view([-1]));
             let d = train.size()[1] as usize;
             let test_rows = if euclid {

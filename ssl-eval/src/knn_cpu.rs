@@ -1,18 +1,21 @@
 //! The CPU path of [`crate::knn::nearest_neighbours`]: the exact integer
 //! prefilter of [`crate::knn_quant`] where it applies (AVX2, ≥ 2²⁵ pairs),
-//! else OpenBLAS `sgemm` blocks, each followed at once by a per-row top-k
-//! scan, one test block per rayon task. The prefilter also hands the rows it
-//! cannot narrow down to the sgemm blocks.
+//! else `sgemm` blocks (matrixmultiply, pure Rust: AVX-512, AVX2+FMA, AVX
+//! or SSE2 kernels chosen at run time), each followed at once by a per-row
+//! top-k scan, one test block per rayon task. The prefilter also hands the
+//! rows it cannot narrow down to the sgemm blocks.
 //!
-//! Why not libtorch's `addmm` + `topk`: on the AMD machines this project is
-//! measured on, OpenBLAS's sgemm runs the `[10 000 × 512]·[512 × 50 000]`
-//! product at ~125 GFLOP/s on 2 cores where libtorch's MKL reaches ~87
-//! (measured side by side with the torch and numpy of the set-up), and a
-//! scan that keeps the k best of a row while the block is still in cache
-//! replaces `topk` + sort + merge over the whole block. Each task runs a
-//! single-threaded sgemm on its own rows, so the two phases never wait on
-//! each other's threads (OpenBLAS's own threads spin after a call and would
-//! compete with the scan).
+//! Why not libtorch's `addmm` + `topk`: a scan that keeps the k best of a
+//! row while the block is still in cache replaces `topk` + sort + merge over
+//! the whole block, and each task runs a single-threaded sgemm on its own
+//! rows, so the two phases never wait on each other's threads. The sgemm
+//! was OpenBLAS's until matrixmultiply matched it (2 cores of an AMD EPYC
+//! with AVX-512 under load, best of 5 per run, 5 runs: k-NN of 640 test
+//! rows among 50 000 × 512 in 0.16–0.29 s against OpenBLAS's 0.20–0.53 s;
+//! matrixmultiply's AVX2 kernel alone was within 15% of OpenBLAS), which
+//! leaves ssl-eval without a system library.
+//! (A program that switches on matrixmultiply's `threading` feature makes
+//! each call multi-threaded too; ours leaves it off.)
 //!
 //! Ranking keys are those of the tensor path: `‖b‖² − 2a·b` (Euclidean) or
 //! `−â·b̂` (cosine, rows pre-normalised), ordered by (key, training index):
@@ -20,41 +23,13 @@
 //! strictly smaller than the current k-th keeps the smaller index on ties,
 //! also at the k-th place.
 
-// FFI to OpenBLAS (linked through ndarray-linalg's `openblas-system`).
+// matrixmultiply's sgemm takes raw pointers and strides.
 #![allow(unsafe_code)]
-
-use std::os::raw::c_int;
 
 use rayon::prelude::*;
 
 use crate::knn_quant::PrefilterStats;
 use crate::EvalError;
-
-#[link(name = "openblas")]
-extern "C" {
-    fn cblas_sgemm(
-        order: c_int,
-        trans_a: c_int,
-        trans_b: c_int,
-        m: c_int,
-        n: c_int,
-        k: c_int,
-        alpha: f32,
-        a: *const f32,
-        lda: c_int,
-        b: *const f32,
-        ldb: c_int,
-        beta: f32,
-        c: *mut f32,
-        ldc: c_int,
-    );
-    fn openblas_get_num_threads() -> c_int;
-    fn openblas_set_num_threads(n: c_int);
-}
-
-const ROW_MAJOR: c_int = 101;
-const NO_TRANS: c_int = 111;
-const TRANS: c_int = 112;
 
 /// Test rows per task and training rows per sgemm call. Each call packs
 /// its training block again, so tasks need enough rows to amortise that
@@ -65,50 +40,31 @@ const TRANS: c_int = 112;
 const TASK_ROWS: usize = 256;
 const BLOCK_COLS: usize = 4096;
 
-/// `c[m × n] = alpha · a[m × k] · b[n × k]ᵀ`, row-major, by OpenBLAS.
+/// `c[m × n] = alpha · a[m × k] · b[n × k]ᵀ`, row-major, single-threaded.
 fn gemm_nt(m: usize, n: usize, k: usize, alpha: f32, a: &[f32], b: &[f32], c: &mut [f32]) {
     assert!(a.len() >= m * k && b.len() >= n * k && c.len() >= m * n);
-    let dim = |v: usize| c_int::try_from(v).expect("k-NN block dimension fits a BLAS int");
+    let stride = |v: usize| isize::try_from(v).expect("k-NN block dimension fits an isize");
     // SAFETY: the three slices hold at least m·k, n·k and m·n elements
-    // (asserted above), which is all sgemm reads and writes with these
-    // leading dimensions; the C call keeps no pointer after returning.
+    // (asserted above); with these strides (a: rows of k, bᵀ: columns of
+    // k, c: rows of n) sgemm reads and writes only inside them, and keeps
+    // no pointer after returning. `c` is exclusively borrowed.
     unsafe {
-        cblas_sgemm(
-            ROW_MAJOR,
-            NO_TRANS,
-            TRANS,
-            dim(m),
-            dim(n),
-            dim(k),
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
             alpha,
             a.as_ptr(),
-            dim(k),
+            stride(k),
+            1,
             b.as_ptr(),
-            dim(k),
+            1,
+            stride(k),
             0.0,
             c.as_mut_ptr(),
-            dim(n),
+            stride(n),
+            1,
         );
-    }
-}
-
-/// OpenBLAS single-threaded until dropped (each rayon task runs its own
-/// sgemm), then its previous thread count again.
-struct SingleThreadedBlas(c_int);
-
-impl SingleThreadedBlas {
-    fn enter() -> Self {
-        // SAFETY: plain getters/setters of OpenBLAS's thread count.
-        let previous = unsafe { openblas_get_num_threads() };
-        unsafe { openblas_set_num_threads(1) };
-        Self(previous)
-    }
-}
-
-impl Drop for SingleThreadedBlas {
-    fn drop(&mut self) {
-        // SAFETY: as in `enter`.
-        unsafe { openblas_set_num_threads(self.0) };
     }
 }
 
@@ -157,7 +113,7 @@ pub(crate) fn k_best(p: &Problem<'_>, train_block: usize) -> Result<Ranked, Eval
 }
 
 /// The `k` best training rows of every test row: `(indices, keys)`, both
-/// `[q, k]` row-major, best first, by OpenBLAS blocks of `train_block`
+/// `[q, k]` row-major, best first, by sgemm blocks of `train_block`
 /// training rows (at most 4096).
 pub(crate) fn k_best_sgemm(
     p: &Problem<'_>,
@@ -176,7 +132,6 @@ pub(crate) fn k_best_sgemm(
     let cols = train_block.clamp(k, BLOCK_COLS).min(n);
     let mut keys = vec![f32::INFINITY; q * k];
     let mut idx = vec![-1i64; q * k];
-    let _single = SingleThreadedBlas::enter();
     keys.par_chunks_mut(TASK_ROWS * k)
         .zip(idx.par_chunks_mut(TASK_ROWS * k))
         .zip(test.par_chunks(TASK_ROWS * d))

@@ -5,10 +5,8 @@
 //! `p_i = σ_i / Σσ`), and covariance spectra.
 //!
 //! The formulas live in [`RankDiagnostics::from_singular_values`]; the tch
-//! and ndarray entry points only compute singular values.
+//! entry points only compute singular values.
 
-use ndarray::ArrayView2;
-use ndarray_linalg::SVD;
 use tch::{Kind, Tensor};
 
 use crate::WhiteningError;
@@ -94,23 +92,4 @@ pub fn covariance_spectrum(a: &Tensor) -> Result<Vec<f64>, WhiteningError> {
         Ok(cov.f_linalg_eigvalsh("L")?.flip([0]))
     })?;
     Ok(Vec::<f64>::try_from(eig.to_device(tch::Device::Cpu))?)
-}
-
-/// Singular values of an f64 matrix (LAPACK), descending.
-pub fn singular_values_ndarray(a: ArrayView2<'_, f64>) -> Result<Vec<f64>, WhiteningError> {
-    let (_, s, _) = a
-        .to_owned()
-        .svd(false, false)
-        .map_err(|e| WhiteningError::BadInput(format!("SVD failed: {e}")))?;
-    Ok(s.to_vec())
-}
-
-/// Rank diagnostics of an f64 matrix.
-pub fn rank_diagnostics_ndarray(a: ArrayView2<'_, f64>) -> Result<RankDiagnostics, WhiteningError> {
-    let sv = singular_values_ndarray(a)?;
-    Ok(RankDiagnostics::from_singular_values(
-        sv,
-        a.nrows(),
-        a.ncols(),
-    ))
 }

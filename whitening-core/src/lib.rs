@@ -9,9 +9,10 @@
 //!
 //! Everything on [`tch::Tensor`] is batched and differentiable: all
 //! sub-batches × views × groups of one call go through one batched
-//! covariance, one batched decomposition and one batched product.
-//! [`oracle`] re-implements the same transforms in f64 with ndarray and
-//! LAPACK, independently of libtorch, for the tests.
+//! covariance, one batched decomposition and one batched product. (The
+//! tests hold them to an f64 re-implementation with ndarray and LAPACK,
+//! which is not part of the library: building the crate needs libtorch
+//! alone.)
 //!
 //! ```
 //! use rand::SeedableRng;
@@ -28,7 +29,6 @@ pub mod config;
 pub mod diagnostics;
 pub mod error;
 pub mod group_partition;
-pub mod oracle;
 pub mod process;
 pub mod running_stats;
 pub mod symmetric_eigen;

@@ -5,9 +5,7 @@ mod common;
 use common::*;
 use ndarray::Array2;
 use tch::{Device, Kind, Tensor};
-use whitening_core::diagnostics::{
-    covariance_spectrum, rank_diagnostics, rank_diagnostics_ndarray, RankDiagnostics,
-};
+use whitening_core::diagnostics::{covariance_spectrum, rank_diagnostics, RankDiagnostics};
 use whitening_core::{whiten_with_permutations, WhiteningAxis, WhiteningConfig, WhiteningKind};
 
 /// `U diag(s) Vᵀ` with random orthonormal `U` (m × r) and `V` (d × r).
@@ -52,14 +50,14 @@ fn known_spectrum_gives_closed_form_ranks() {
         assert!((got - want).abs() < 1e-10);
     }
     // The f64 LAPACK route agrees.
-    let nd = rank_diagnostics_ndarray(to_array(&a).view()).unwrap();
+    let nd = oracle::rank_diagnostics(to_array(&a).view()).unwrap();
     assert!((nd.stable_rank - r.stable_rank).abs() < 1e-10);
     assert!((nd.effective_rank - r.effective_rank).abs() < 1e-9);
 }
 
 #[test]
 fn identity_has_full_rank() {
-    let r = rank_diagnostics_ndarray(Array2::<f64>::eye(7).view()).unwrap();
+    let r = oracle::rank_diagnostics(Array2::<f64>::eye(7).view()).unwrap();
     assert!((r.stable_rank - 7.0).abs() < 1e-12);
     assert!((r.normalised_stable_rank - 1.0).abs() < 1e-12);
     assert!((r.effective_rank - 7.0).abs() < 1e-10);

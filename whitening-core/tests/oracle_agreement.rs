@@ -7,7 +7,7 @@ use common::*;
 use rand::SeedableRng;
 use tch::{Kind, Tensor};
 use whitening_core::{
-    oracle, random_group_partition, whiten_with_permutations, WhiteningAxis, WhiteningKind,
+    random_group_partition, whiten_with_permutations, WhiteningAxis, WhiteningKind,
 };
 
 /// PCA components have arbitrary signs (eigh in tch, SVD in the oracle):

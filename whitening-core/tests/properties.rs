@@ -7,8 +7,8 @@ use ndarray::Array2;
 use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 use whitening_core::{
-    oracle, random_group_partition, whiten, whiten_sub_batches, whiten_with_permutations,
-    whitening_matrix, WhiteningAxis, WhiteningConfig, WhiteningKind,
+    random_group_partition, whiten, whiten_sub_batches, whiten_with_permutations, whitening_matrix,
+    WhiteningAxis, WhiteningConfig, WhiteningKind,
 };
 
 fn identity_error(cov: &Array2<f64>) -> f64 {

@@ -5,6 +5,7 @@
 
 mod bench;
 mod download;
+mod downstream;
 mod reproduce;
 mod setup;
 
@@ -22,7 +23,7 @@ use clap::{Parser, Subcommand};
         Every command that builds first runs `setup`: it installs PyPI's torch==2.13.0 \
         (the libtorch that tch 0.26 binds), torchvision, numpy, pillow and tensorboard into the \
         project-local `.venv` unless LIBTORCH points at your own libtorch, and checks \
-        for the system OpenBLAS that ndarray-linalg links."
+        for the system OpenBLAS that the tests' f64 oracle links (ndarray-linalg)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,12 +36,17 @@ enum Cmd {
     Setup,
     /// The README's first command: a short run on built-in synthetic data, CPU only.
     Demo,
-    /// Everything CI checks: fmt, clippy (-D warnings), workspace tests, doc tests.
+    /// Everything CI checks: fmt, clippy (-D warnings), workspace tests, doc
+    /// tests, check-downstream.
     Test {
         /// Extra arguments passed to the test runner (e.g. a test-name filter).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// A fresh cargo project outside the workspace, with its own lock file,
+    /// that depends on the library crates by path: builds, and runs a
+    /// whitening, a loss and training steps without LD_LIBRARY_PATH.
+    CheckDownstream,
     /// Our implementation beside the peer baseline (xtask/peer/torch_peer.py:
     /// the same work as the paper's PyTorch release does it), same machine,
     /// same invocation: `bench | CASE | ours | peer | speedup`.
@@ -82,6 +88,10 @@ fn main() -> Result<()> {
         }
         Cmd::Demo => demo(&root),
         Cmd::Test { args } => test(&root, &args),
+        Cmd::CheckDownstream => {
+            let env = setup::run(&root)?;
+            downstream::run(&root, &env)
+        }
         Cmd::Download { dataset, dir, url } => {
             let src = download::source(&dataset)?;
             let dir = if dir.is_absolute() {
@@ -204,6 +214,7 @@ fn test(root: &Path, extra: &[String]) -> Result<()> {
         "cargo test --doc --workspace",
         env.apply(cargo().args(["test", "--doc", "--workspace", "--exclude", "xtask"])),
     )?;
+    downstream::run(root, &env)?;
     eprintln!(
         "xtask | all checks passed in {:.0} s",
         started.elapsed().as_secs_f64()

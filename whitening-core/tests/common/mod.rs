@@ -1,6 +1,8 @@
 //! Shared helpers of the whitening-core tests.
 #![allow(dead_code)]
 
+pub mod oracle;
+
 use ndarray::Array2;
 use tch::{Device, Kind, Tensor};
 use whitening_core::{WhiteningAxis, WhiteningConfig, WhiteningKind};

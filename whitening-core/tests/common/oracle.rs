@@ -1,13 +1,16 @@
-//! The f64 oracle: the same transforms as [`crate::whitening`], written
-//! independently of libtorch with ndarray and LAPACK (ndarray-linalg), one
-//! matrix and one group at a time, following `docs/reference.md` §2
-//! literally. Tests hold the batched tch path to it.
+//! The f64 oracle: the same transforms as `whitening_core::whitening`,
+//! written independently of libtorch with ndarray and LAPACK
+//! (ndarray-linalg), one matrix and one group at a time, following
+//! `docs/reference.md` §2 literally, and the rank diagnostics from LAPACK's
+//! singular values. The tests hold the batched tch path to it. It lives
+//! here, not in the library, so ndarray-linalg and OpenBLAS are
+//! dev-dependencies only.
 
 use ndarray::{s, Array1, Array2, ArrayView2, Axis};
 use ndarray_linalg::{Cholesky, Eigh, Inverse, SVD, UPLO};
 
-use crate::config::{WhiteningAxis, WhiteningConfig, WhiteningKind};
-use crate::WhiteningError;
+use whitening_core::diagnostics::RankDiagnostics;
+use whitening_core::{WhiteningAxis, WhiteningConfig, WhiteningError, WhiteningKind};
 
 fn lapack(e: ndarray_linalg::error::LinalgError) -> WhiteningError {
     WhiteningError::BadInput(format!("LAPACK: {e}"))
@@ -117,4 +120,20 @@ pub fn whitening_matrix(
 /// Columns `group·c .. (group+1)·c` of `x`.
 pub fn group_columns(x: ArrayView2<'_, f64>, group: usize, c: usize) -> ArrayView2<'_, f64> {
     x.slice_move(s![.., group * c..(group + 1) * c])
+}
+
+/// Singular values of an f64 matrix (LAPACK), descending.
+pub fn singular_values(a: ArrayView2<'_, f64>) -> Result<Vec<f64>, WhiteningError> {
+    let (_, s, _) = a.to_owned().svd(false, false).map_err(lapack)?;
+    Ok(s.to_vec())
+}
+
+/// Rank diagnostics of an f64 matrix, from LAPACK's singular values.
+pub fn rank_diagnostics(a: ArrayView2<'_, f64>) -> Result<RankDiagnostics, WhiteningError> {
+    let sv = singular_values(a)?;
+    Ok(RankDiagnostics::from_singular_values(
+        sv,
+        a.nrows(),
+        a.ncols(),
+    ))
 }
