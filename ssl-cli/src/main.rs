@@ -12,7 +12,6 @@ mod export;
 mod plot;
 mod presets;
 mod report;
-mod torch_save;
 mod train;
 mod whiten;
 
