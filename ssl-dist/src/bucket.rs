@@ -197,11 +197,7 @@ pub fn broadcast_tensors(comm: &dyn Communicator, tensors: &[Tensor], root: usiz
 pub fn checksum(tensors: &[Tensor]) -> Result<u64> {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for t in tensors {
-        let c = t.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
-        let n = c.numel() * c.kind().elt_size_in_bytes();
-        let mut bytes = vec![0u8; n];
-        c.f_copy_data_u8(&mut bytes, c.numel())?;
-        for b in bytes {
+        for b in ssl_bytes::host_bytes(t)? {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }

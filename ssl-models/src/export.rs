@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use tch::nn::VarStore;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::pickle::Pickle;
 use crate::tensor_file::{self, sorted_variables};
@@ -147,14 +147,9 @@ fn ndarray(p: &mut Pickle, name: &str, tensor: &Tensor) -> Result<(), ModelError
     } else {
         (Kind::Int64, "i8")
     };
-    let host = tensor
-        .detach()
-        .to_device(Device::Cpu)
-        .to_kind(kind)
-        .contiguous();
-    let numel = host.numel();
-    let mut data = vec![0u8; numel * kind.elt_size_in_bytes()];
-    host.f_copy_data_u8(&mut data, numel)
+    let data = tensor
+        .f_to_kind(kind)
+        .and_then(|t| ssl_bytes::host_bytes(&t))
         .map_err(ModelError::tch(format!(
             "copying `{name}` for the Detectron2 export"
         )))?;

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, View};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::ModelError;
 
@@ -54,7 +54,6 @@ struct HostTensor {
 impl HostTensor {
     fn new(name: &str, tensor: &Tensor) -> Result<HostTensor, ModelError> {
         let context = || format!("copying tensor `{name}` to the host");
-        let tensor = tensor.detach().to_device(Device::Cpu).contiguous();
         let kind = tensor.f_kind().map_err(ModelError::tch(context()))?;
         let dtype = dtype_of(kind).ok_or_else(|| {
             ModelError::Config(format!(
@@ -62,11 +61,7 @@ impl HostTensor {
                 context()
             ))
         })?;
-        let numel = tensor.numel();
-        let mut data = vec![0u8; numel * kind.elt_size_in_bytes()];
-        tensor
-            .f_copy_data_u8(&mut data, numel)
-            .map_err(ModelError::tch(context()))?;
+        let data = ssl_bytes::host_bytes(tensor).map_err(ModelError::tch(context()))?;
         let shape = tensor.size().iter().map(|&d| d as usize).collect();
         Ok(HostTensor { dtype, shape, data })
     }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::io::{Cursor, Write};
 use std::path::Path;
 
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::pickle::Pickle;
 use crate::ModelError;
@@ -40,12 +40,12 @@ pub fn encode(tensors: &BTreeMap<String, Tensor>) -> Result<Vec<u8>, ModelError>
     let mut storages = Vec::with_capacity(tensors.len());
     for (key, (name, t)) in tensors.iter().enumerate() {
         let (class, kind) = storage_of(t);
-        let host = t.detach().to_device(Device::Cpu).to_kind(kind).contiguous();
-        let numel = host.numel();
-        let mut bytes = vec![0u8; numel * kind.elt_size_in_bytes()];
-        host.f_copy_data_u8(&mut bytes, numel)
+        let bytes = t
+            .f_to_kind(kind)
+            .and_then(|t| ssl_bytes::host_bytes(&t))
             .map_err(ModelError::tch(format!("copying `{name}`")))?;
-        let size = host.size();
+        let numel = t.numel();
+        let size = t.size();
         let mut stride = vec![1i64; size.len()];
         for d in (0..size.len().saturating_sub(1)).rev() {
             stride[d] = stride[d + 1] * size[d + 1];
@@ -112,6 +112,7 @@ pub fn save(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<(), Model
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     /// `torch.load` (weights-only, the default) reads our file back exactly.
     #[test]
