@@ -1,6 +1,10 @@
-//! ssl-bytes: tensors as host bytes, for the crates that store or compare
-//! raw tensor data (ssl-models' safetensors, `torch.save` and Detectron2
-//! writers; ssl-dist's cross-rank checksum).
+//! ssl-bytes: tensors as host bytes, and the checksum of bytes, for the
+//! crates that store or compare raw tensor data (ssl-models' safetensors,
+//! `torch.save` and Detectron2 writers and its checkpoint checksum;
+//! ssl-dist's cross-rank checksum).
+//!
+//! - [`host_bytes`]: a tensor's elements copied into fresh host bytes.
+//! - [`Checksum`]: 64-bit FNV-1a, eight bytes per round.
 //!
 //! A crate of its own because its two users cannot depend on each other
 //! (ssl-dist knows nothing of models, ssl-models nothing of distribution)
@@ -37,6 +41,63 @@ pub fn host_bytes(tensor: &Tensor) -> Result<Vec<u8>, TchError> {
     Ok(bytes)
 }
 
+/// 64-bit FNV-1a over messages, eight bytes (a little-endian word) per
+/// round, the bytes after the last whole word one per round, then the
+/// message's length (so `["ab", "c"]` and `["a", "bc"]` differ). Order
+/// sensitive: equal only for the same messages, in the same order,
+/// bit for bit (short of a collision).
+///
+/// Stored in checkpoint and export files (ssl-models), so the algorithm is
+/// fixed: a change would make every existing file fail its check.
+///
+/// ```
+/// let mut sum = ssl_bytes::Checksum::new();
+/// sum.update(b"layer.weight");
+/// sum.update(&[0u8; 16]);
+/// let mut other = ssl_bytes::Checksum::new();
+/// other.update(b"layer.weight");
+/// other.update(&[0u8; 17]);
+/// assert_ne!(sum.finish(), other.finish());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checksum(u64);
+
+impl Checksum {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    /// The checksum of no message.
+    pub fn new() -> Checksum {
+        Checksum(Self::OFFSET)
+    }
+
+    /// Mixes in one message.
+    pub fn update(&mut self, bytes: &[u8]) {
+        let mut h = self.0;
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(Self::PRIME);
+        }
+        for &b in words.remainder() {
+            h = (h ^ u64::from(b)).wrapping_mul(Self::PRIME);
+        }
+        self.0 = (h ^ bytes.len() as u64).wrapping_mul(Self::PRIME);
+    }
+
+    /// The checksum of the messages so far.
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Checksum {
+    fn default() -> Checksum {
+        Checksum::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +130,35 @@ mod tests {
         assert!(host_bytes(&empty).unwrap().is_empty());
         let b = Tensor::from_slice(&[true, false, true]);
         assert_eq!(host_bytes(&b).unwrap(), [1, 0, 1]);
+    }
+
+    /// The value stored in every checkpoint written so far: fixed.
+    #[test]
+    fn checksum_is_the_stored_algorithm() {
+        let mut sum = Checksum::new();
+        assert_eq!(sum.finish(), 0xcbf2_9ce4_8422_2325);
+        sum.update(b"layer.weight");
+        sum.update(&(0..21).collect::<Vec<u8>>()); // two words and five bytes
+        sum.update(b"");
+        assert_eq!(sum.finish(), 0xfed6_3cdb_bed6_0d16);
+        // Message boundaries count.
+        let (mut a, mut b) = (Checksum::new(), Checksum::new());
+        a.update(b"ab");
+        a.update(b"c");
+        b.update(b"a");
+        b.update(b"bc");
+        assert_ne!(a, b);
+        // A one-bit change anywhere, in a word or in the tail.
+        let data = vec![7u8; 27];
+        let mut base = Checksum::new();
+        base.update(&data);
+        for i in [0, 8, 23, 26] {
+            let mut flipped = data.clone();
+            flipped[i] ^= 1;
+            let mut c = Checksum::new();
+            c.update(&flipped);
+            assert_ne!(c, base, "byte {i}");
+        }
     }
 
     #[test]
