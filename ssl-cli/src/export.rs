@@ -124,7 +124,7 @@ pub fn export(args: &ExportArgs) -> Result<Exported> {
         Format::Torchvision => match extension(out).as_str() {
             "pt" | "pth" => {
                 let t = encoder_tensors(vs, "encoder.");
-                crate::torch_save::save(&t, out)
+                ssl_models::torch_save::save(&t, out)
                     .with_context(|| format!("writing {}", out.display()))?;
                 (
                     t.len(),

@@ -13,7 +13,6 @@ mod export;
 mod plot;
 mod presets;
 mod report;
-mod torch_save;
 mod train;
 mod whiten;
 

@@ -191,22 +191,15 @@ pub fn broadcast_tensors(comm: &dyn Communicator, tensors: &[Tensor], root: usiz
     })
 }
 
-/// An order-sensitive checksum of `tensors`' bytes (FNV-1a over the raw
-/// data, copied to the CPU): equal on two ranks only when every value is
-/// bit-identical.
+/// An order-sensitive checksum of `tensors`' bytes (the workspace's
+/// [`ssl_bytes::Checksum`], FNV-1a, over each tensor's raw data copied to
+/// the CPU): equal on two ranks only when every value is bit-identical.
 pub fn checksum(tensors: &[Tensor]) -> Result<u64> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut sum = ssl_bytes::Checksum::new();
     for t in tensors {
-        let c = t.f_to_device(tch::Device::Cpu)?.f_contiguous()?;
-        let n = c.numel() * c.kind().elt_size_in_bytes();
-        let mut bytes = vec![0u8; n];
-        c.f_copy_data_u8(&mut bytes, c.numel())?;
-        for b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
+        sum.update(&ssl_bytes::host_bytes(t)?);
     }
-    Ok(h)
+    Ok(sum.finish())
 }
 
 #[cfg(test)]

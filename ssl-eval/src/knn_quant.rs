@@ -298,9 +298,7 @@ pub(crate) fn k_best(
     } = *p;
     #[cfg(target_arch = "x86_64")]
     {
-        if !(std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma"))
-        {
+        if !whitening_core::cpu::has_avx2_fma() {
             return None;
         }
         let (n, q) = (train.len() / d.max(1), test.len() / d.max(1));
@@ -791,16 +789,13 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
     use rand_distr::{Distribution, StandardNormal};
-
-    fn avx2() -> bool {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
+    use whitening_core::cpu::has_avx2_fma;
 
     /// The integer kernel's products equal the exact dot products of the
     /// levels, also at the extremes of the range (all ±63, offsets 0/126).
     #[test]
     fn kernel_products_are_exact_integers() {
-        if !avx2() {
+        if !has_avx2_fma() {
             return;
         }
         let mut rng = ChaCha8Rng::seed_from_u64(1);
@@ -932,7 +927,7 @@ mod tests {
     /// from its candidates.
     #[test]
     fn prefilter_matches_f64_brute_force() {
-        if !avx2() {
+        if !has_avx2_fma() {
             return;
         }
         let mut rng = ChaCha8Rng::seed_from_u64(3);
@@ -1014,7 +1009,7 @@ mod tests {
     /// neighbours are the smallest indices.
     #[test]
     fn a_problem_the_probe_finds_hopeless_goes_to_the_exact_path_whole() {
-        if !avx2() {
+        if !has_avx2_fma() {
             return;
         }
         let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -1049,7 +1044,7 @@ mod tests {
     /// is still right. So is a row of a training set of identical rows.
     #[test]
     fn rows_the_bound_cannot_narrow_go_to_the_exact_path() {
-        if !avx2() {
+        if !has_avx2_fma() {
             return;
         }
         let mut rng = ChaCha8Rng::seed_from_u64(4);

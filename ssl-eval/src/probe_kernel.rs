@@ -99,8 +99,7 @@ fn accumulate(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if whitening_core::cpu::has_avx2_fma() {
             // SAFETY: the CPU supports AVX2 and FMA (checked just above).
             unsafe { avx2::accumulate(data, shape, theta, rows, scale, grad) };
             return;

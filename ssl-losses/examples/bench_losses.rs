@@ -15,6 +15,7 @@
 
 use std::time::Instant;
 
+use clap::Parser;
 use rand::SeedableRng;
 use ssl_losses::{CpuThreads, WhiteningLoss};
 use tch::{Device, Kind, Tensor};
@@ -38,30 +39,28 @@ fn median_ms(mut f: impl FnMut(), reps: usize, warm: usize) -> f64 {
     ts[ts.len() / 2]
 }
 
-/// The value following `flag` on the command line, if the flag is there.
-fn flag_value<'a>(args: &'a [String], flag: &str) -> Result<Option<&'a str>, String> {
-    match args.iter().position(|a| a == flag) {
-        None => Ok(None),
-        Some(i) => args
-            .get(i + 1)
-            .map(|v| Some(v.as_str()))
-            .ok_or_else(|| format!("{flag} needs a value")),
-    }
+#[derive(Debug, Parser)]
+#[command(about = "Time the whole-loss forward + backward on the peer's three cases")]
+struct Args {
+    /// libtorch intra-op threads (the peer's flag of the same name; default:
+    /// libtorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Measure the peak memory of case I alone (the program runs itself
+    /// with it, one fresh process per case).
+    #[arg(long, value_name = "I", hide = true)]
+    peak_memory_of: Option<usize>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // As the `ssl` binary does (may re-execute this program).
     let tuning = whitening_core::process::tune_process();
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(n) = flag_value(&args, "--threads")? {
-        let n: i32 = n.parse().map_err(|e| format!("--threads {n}: {e}"))?;
+    let args = Args::parse();
+    if let Some(n) = args.threads {
         tch::set_num_threads(n);
     }
 
-    if let Some(case) = flag_value(&args, "--peak-memory-of")? {
-        let case: usize = case
-            .parse()
-            .map_err(|e| format!("--peak-memory-of {case}: {e}"))?;
+    if let Some(case) = args.peak_memory_of {
         return peak_memory_of(case);
     }
     println!("ours | process: {tuning} | - | -");

@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use tch::nn::VarStore;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
+use crate::pickle::Pickle;
 use crate::tensor_file::{self, sorted_variables};
 use crate::ModelError;
 
@@ -86,10 +87,6 @@ pub fn export_detectron2(
     path: &Path,
 ) -> Result<usize, ModelError> {
     let tensors = non_empty(encoder_tensors(vs, prefix), prefix)?;
-    let mut pickle = Pickle::new();
-    pickle.begin_dict();
-    pickle.string("model");
-    pickle.begin_dict();
     let mut renamed = BTreeMap::new();
     for name in tensors.keys() {
         if let Some(previous) = renamed.insert(detectron2_name(name), name) {
@@ -99,131 +96,77 @@ pub fn export_detectron2(
             )));
         }
     }
+    let mut p = Pickle::new(3);
+    p.empty_dict();
+    p.mark();
+    p.string("model");
+    p.empty_dict();
+    p.mark();
     for (d2_name, name) in &renamed {
-        pickle.string(d2_name);
-        pickle.ndarray(name, &tensors[*name])?;
+        p.string(d2_name);
+        ndarray(&mut p, name, &tensors[*name])?;
     }
-    pickle.end_dict();
-    pickle.string("__author__");
-    pickle.string(author);
-    pickle.string("matching_heuristics");
-    pickle.bool(true);
-    pickle.end_dict();
-    tensor_file::write_atomic(path, &pickle.finish())?;
+    p.set_items();
+    p.string("__author__");
+    p.string(author);
+    p.string("matching_heuristics");
+    p.bool(true);
+    p.set_items();
+    tensor_file::write_atomic(path, &p.finish())?;
     Ok(renamed.len())
 }
 
-/// A writer of the few pickle opcodes needed for dicts of strings and
-/// numpy arrays (protocol 3, no memo). Arrays are pickled as numpy does:
-/// `numpy.core.multiarray._reconstruct(ndarray, (0,), b'b')` then
-/// `__setstate__((1, shape, dtype, False, raw bytes))`; the
-/// `numpy.core` path loads with numpy 1.x and 2.x alike.
-struct Pickle {
-    out: Vec<u8>,
+/// `numpy.dtype(code, False, True)` with state `(3, '<', None, None, None, -1, -1, 0)`.
+fn dtype(p: &mut Pickle, code: &str) {
+    p.global("numpy", "dtype");
+    p.string(code);
+    p.bool(false);
+    p.bool(true);
+    p.tuple3();
+    p.reduce();
+    p.mark();
+    p.int(3);
+    p.string("<");
+    p.none();
+    p.none();
+    p.none();
+    p.int(-1);
+    p.int(-1);
+    p.int(0);
+    p.tuple();
+    p.build();
 }
 
-impl Pickle {
-    fn new() -> Pickle {
-        Pickle { out: vec![0x80, 3] } // PROTO 3
-    }
-
-    fn begin_dict(&mut self) {
-        self.out.extend_from_slice(b"}("); // EMPTY_DICT, MARK
-    }
-
-    fn end_dict(&mut self) {
-        self.out.push(b'u'); // SETITEMS
-    }
-
-    fn string(&mut self, s: &str) {
-        self.out.push(b'X'); // BINUNICODE
-        self.out.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        self.out.extend_from_slice(s.as_bytes());
-    }
-
-    fn bool(&mut self, b: bool) {
-        self.out.push(if b { 0x88 } else { 0x89 }); // NEWTRUE / NEWFALSE
-    }
-
-    fn int(&mut self, i: i32) {
-        self.out.push(b'J'); // BININT
-        self.out.extend_from_slice(&i.to_le_bytes());
-    }
-
-    fn global(&mut self, module: &str, name: &str) {
-        self.out.push(b'c'); // GLOBAL
-        self.out
-            .extend_from_slice(format!("{module}\n{name}\n").as_bytes());
-    }
-
-    fn bytes(&mut self, data: &[u8]) {
-        self.out.push(b'B'); // BINBYTES
-        self.out
-            .extend_from_slice(&(data.len() as u32).to_le_bytes());
-        self.out.extend_from_slice(data);
-    }
-
-    /// `numpy.dtype(code, False, True)` with state `(3, '<', None, None, None, -1, -1, 0)`.
-    fn dtype(&mut self, code: &str) {
-        self.global("numpy", "dtype");
-        self.string(code);
-        self.bool(false);
-        self.bool(true);
-        self.out.extend_from_slice(&[0x87, b'R', b'(']); // TUPLE3, REDUCE, MARK
-        self.int(3);
-        self.string("<");
-        self.out.extend_from_slice(b"NNN"); // None × 3
-        self.int(-1);
-        self.int(-1);
-        self.int(0);
-        self.out.extend_from_slice(b"tb"); // TUPLE, BUILD
-    }
-
-    fn ndarray(&mut self, name: &str, tensor: &Tensor) -> Result<(), ModelError> {
-        let (kind, code) = if tensor.is_floating_point() {
-            (Kind::Float, "f4")
-        } else {
-            (Kind::Int64, "i8")
-        };
-        let host = tensor
-            .detach()
-            .to_device(Device::Cpu)
-            .to_kind(kind)
-            .contiguous();
-        let numel = host.numel();
-        let mut data = vec![0u8; numel * kind.elt_size_in_bytes()];
-        host.f_copy_data_u8(&mut data, numel)
-            .map_err(ModelError::tch(format!(
-                "copying `{name}` for the Detectron2 export"
-            )))?;
-        if data.len() > u32::MAX as usize {
-            return Err(ModelError::Config(format!(
-                "`{name}` is over 4 GiB, too large for pickle BINBYTES"
-            )));
-        }
-        self.global("numpy.core.multiarray", "_reconstruct");
-        self.global("numpy", "ndarray");
-        self.int(0);
-        self.out.push(0x85); // TUPLE1
-        self.bytes(b"b");
-        self.out.extend_from_slice(&[0x87, b'R', b'(']); // TUPLE3, REDUCE, MARK
-        self.int(1);
-        self.out.push(b'(');
-        for &d in &tensor.size() {
-            let d = i32::try_from(d)
-                .map_err(|_| ModelError::Config(format!("`{name}` has a dimension over 2³¹")))?;
-            self.int(d);
-        }
-        self.out.push(b't');
-        self.dtype(code);
-        self.bool(false);
-        self.bytes(&data);
-        self.out.extend_from_slice(b"tb"); // TUPLE, BUILD
-        Ok(())
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.out.push(b'.'); // STOP
-        self.out
-    }
+/// A tensor as numpy pickles an array (floats as float32, integers as
+/// int64): `numpy.core.multiarray._reconstruct(ndarray, (0,), b'b')` then
+/// `__setstate__((1, shape, dtype, False, raw bytes))`; the `numpy.core`
+/// path loads with numpy 1.x and 2.x alike.
+fn ndarray(p: &mut Pickle, name: &str, tensor: &Tensor) -> Result<(), ModelError> {
+    let (kind, code) = if tensor.is_floating_point() {
+        (Kind::Float, "f4")
+    } else {
+        (Kind::Int64, "i8")
+    };
+    let data = tensor
+        .f_to_kind(kind)
+        .and_then(|t| ssl_bytes::host_bytes(&t))
+        .map_err(ModelError::tch(format!(
+            "copying `{name}` for the Detectron2 export"
+        )))?;
+    p.global("numpy.core.multiarray", "_reconstruct");
+    p.global("numpy", "ndarray");
+    p.int(0);
+    p.tuple1();
+    p.bytes("b", b"b")?;
+    p.tuple3();
+    p.reduce();
+    p.mark();
+    p.int(1);
+    p.int_tuple(&tensor.size());
+    dtype(p, code);
+    p.bool(false);
+    p.bytes(name, &data)?;
+    p.tuple();
+    p.build();
+    Ok(())
 }

@@ -14,7 +14,9 @@
 //! - [`checkpoint`]: the whole training state, written atomically as
 //!   safetensors plus a JSON metadata file, verified by name and shape on load.
 //! - [`export`]: the encoder alone (torchvision names) and the Detectron2
-//!   backbone pickle (MoCo's key conversion) for the transfer experiments.
+//!   backbone pickle (MoCo's key conversion) for the transfer experiments;
+//!   [`torch_save`]: named tensors as Python's `torch.save(state_dict)`
+//!   writes them (both pickles come from the crate's one pickle encoder).
 //! - [`acceleration`]: channels-last (CPU and CUDA) and bf16 autocast on CUDA (reported
 //!   no-ops on the CPU).
 //!
@@ -30,9 +32,11 @@ mod error;
 pub mod export;
 pub mod head;
 pub mod optim;
+mod pickle;
 pub mod prototypes;
 pub mod resnet;
 mod tensor_file;
+pub mod torch_save;
 
 pub use acceleration::{store_channels_last, Acceleration, AccelerationStatus};
 pub use batch_norm::{batch_norm, BatchNorm, BatchNormConfig};

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, View};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 use crate::ModelError;
 
@@ -54,7 +54,6 @@ struct HostTensor {
 impl HostTensor {
     fn new(name: &str, tensor: &Tensor) -> Result<HostTensor, ModelError> {
         let context = || format!("copying tensor `{name}` to the host");
-        let tensor = tensor.detach().to_device(Device::Cpu).contiguous();
         let kind = tensor.f_kind().map_err(ModelError::tch(context()))?;
         let dtype = dtype_of(kind).ok_or_else(|| {
             ModelError::Config(format!(
@@ -62,11 +61,7 @@ impl HostTensor {
                 context()
             ))
         })?;
-        let numel = tensor.numel();
-        let mut data = vec![0u8; numel * kind.elt_size_in_bytes()];
-        tensor
-            .f_copy_data_u8(&mut data, numel)
-            .map_err(ModelError::tch(context()))?;
+        let data = ssl_bytes::host_bytes(tensor).map_err(ModelError::tch(context()))?;
         let shape = tensor.size().iter().map(|&d| d as usize).collect();
         Ok(HostTensor { dtype, shape, data })
     }
@@ -87,29 +82,17 @@ impl View for &HostTensor {
     }
 }
 
-/// 64-bit FNV-1a over the names and data of the tensors in name order, eight
-/// bytes per round: detects damaged tensor bytes, which the safetensors
-/// header alone (offsets and total length) does not.
+/// The workspace's checksum ([`ssl_bytes::Checksum`], FNV-1a) over the
+/// names and data of the tensors in name order: detects damaged tensor
+/// bytes, which the safetensors header alone (offsets and total length)
+/// does not.
 fn checksum<'a>(tensors: impl Iterator<Item = (&'a str, &'a [u8])>) -> u64 {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut mix = |bytes: &[u8]| {
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(word);
-            h = (h ^ u64::from_le_bytes(w)).wrapping_mul(PRIME);
-        }
-        for &b in words.remainder() {
-            h = (h ^ u64::from(b)).wrapping_mul(PRIME);
-        }
-        h = (h ^ bytes.len() as u64).wrapping_mul(PRIME);
-    };
+    let mut sum = ssl_bytes::Checksum::new();
     for (name, data) in tensors {
-        mix(name.as_bytes());
-        mix(data);
+        sum.update(name.as_bytes());
+        sum.update(data);
     }
-    h
+    sum.finish()
 }
 
 /// Serialises named tensors (any device, any layout) as safetensors with

@@ -19,6 +19,7 @@
 
 use std::process::Command;
 
+use clap::{CommandFactory, Parser};
 use rand::SeedableRng;
 use tch::{Device, Kind, Tensor};
 use whitening_core::{whiten_sub_batches, WhiteningAxis, WhiteningConfig};
@@ -103,11 +104,30 @@ fn run_case(case: &Case) {
     );
 }
 
+#[derive(Debug, Parser)]
+#[command(
+    name = "whitening_memory",
+    about = "Peak memory of the whitening forward + backward, one case per process"
+)]
+struct Args {
+    /// Run case CASE (0, 1 or 2) in this process; without it, every case,
+    /// each in a fresh process.
+    case: Option<usize>,
+}
+
 fn main() {
+    let args = Args::parse();
     tch::set_num_threads(1);
     let all = cases();
-    match std::env::args().nth(1) {
-        Some(i) => run_case(&all[i.parse::<usize>().expect("case index")]),
+    match args.case {
+        Some(i) => run_case(all.get(i).unwrap_or_else(|| {
+            Args::command()
+                .error(
+                    clap::error::ErrorKind::InvalidValue,
+                    format!("no case {i}: the cases are 0 to {}", all.len() - 1),
+                )
+                .exit()
+        })),
         None => {
             let exe = std::env::current_exe().expect("own path");
             for i in 0..all.len() {

@@ -26,6 +26,7 @@
 //! ```
 
 pub mod config;
+pub mod cpu;
 pub mod diagnostics;
 pub mod error;
 pub mod group_partition;

@@ -90,8 +90,7 @@ pub fn eigh(cov: &tch::Tensor) -> Result<(tch::Tensor, tch::Tensor), WhiteningEr
 fn batch(mats: &mut [f32], values: &mut [f32], n: usize) -> Result<(), WhiteningError> {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
+        if crate::cpu::has_avx2_fma() {
             // SAFETY: the CPU supports the features `batch_avx2` is compiled for.
             #[allow(unsafe_code)]
             return unsafe { batch_avx2(mats, values, n) };

@@ -8,7 +8,8 @@
 //! stride, requires_grad, OrderedDict())` and every storage a persistent id
 //! `('storage', torch.FloatStorage, key, 'cpu', numel)`), one `data/<key>`
 //! file of raw little-endian bytes per storage, `byteorder` and `version`.
-//! Only the opcodes and globals of torch's weights-only unpickler are used.
+//! Only the opcodes and globals of torch's weights-only unpickler are used
+//! (written by the crate's one pickle encoder, `pickle.rs`).
 //! libtorch's own C++ `torch::save` writes a TorchScript archive instead,
 //! which `torch.load` does not read as a state dict.
 
@@ -16,60 +17,10 @@ use std::collections::BTreeMap;
 use std::io::{Cursor, Write};
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
-/// The pickle opcodes used (protocol 2).
-mod op {
-    pub const PROTO: u8 = 0x80;
-    pub const GLOBAL: u8 = b'c';
-    pub const EMPTY_TUPLE: u8 = b')';
-    pub const REDUCE: u8 = b'R';
-    pub const MARK: u8 = b'(';
-    pub const TUPLE: u8 = b't';
-    pub const SETITEMS: u8 = b'u';
-    pub const BINUNICODE: u8 = b'X';
-    pub const BININT: u8 = b'J';
-    pub const LONG1: u8 = 0x8a;
-    pub const NEWFALSE: u8 = 0x89;
-    pub const BINPERSID: u8 = b'Q';
-    pub const STOP: u8 = b'.';
-}
-
-struct Pickle(Vec<u8>);
-
-impl Pickle {
-    fn global(&mut self, module: &str, name: &str) {
-        self.0.push(op::GLOBAL);
-        self.0
-            .extend_from_slice(format!("{module}\n{name}\n").as_bytes());
-    }
-    fn string(&mut self, s: &str) {
-        self.0.push(op::BINUNICODE);
-        self.0.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        self.0.extend_from_slice(s.as_bytes());
-    }
-    fn int(&mut self, v: i64) {
-        if let Ok(v) = i32::try_from(v) {
-            self.0.push(op::BININT);
-            self.0.extend_from_slice(&v.to_le_bytes());
-        } else {
-            self.0.extend_from_slice(&[op::LONG1, 8]);
-            self.0.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    fn int_tuple(&mut self, values: &[i64]) {
-        self.0.push(op::MARK);
-        for &v in values {
-            self.int(v);
-        }
-        self.0.push(op::TUPLE);
-    }
-    fn empty_ordered_dict(&mut self) {
-        self.global("collections", "OrderedDict");
-        self.0.extend_from_slice(&[op::EMPTY_TUPLE, op::REDUCE]);
-    }
-}
+use crate::pickle::Pickle;
+use crate::ModelError;
 
 /// The storage class and element type a tensor is saved as (floats as
 /// f32, integers as i64, as a torchvision `state_dict()` holds them).
@@ -82,46 +33,46 @@ fn storage_of(t: &Tensor) -> (&'static str, Kind) {
 }
 
 /// The bytes of a `torch.save(OrderedDict(tensors))` file.
-pub fn encode(tensors: &BTreeMap<String, Tensor>) -> Result<Vec<u8>> {
-    let mut p = Pickle(vec![op::PROTO, 2]);
+pub fn encode(tensors: &BTreeMap<String, Tensor>) -> Result<Vec<u8>, ModelError> {
+    let mut p = Pickle::new(2);
     p.empty_ordered_dict();
-    p.0.push(op::MARK);
+    p.mark();
     let mut storages = Vec::with_capacity(tensors.len());
     for (key, (name, t)) in tensors.iter().enumerate() {
         let (class, kind) = storage_of(t);
-        let host = t.detach().to_device(Device::Cpu).to_kind(kind).contiguous();
-        let numel = host.numel();
-        let mut bytes = vec![0u8; numel * kind.elt_size_in_bytes()];
-        host.f_copy_data_u8(&mut bytes, numel)
-            .with_context(|| format!("copying `{name}`"))?;
-        let size = host.size();
+        let bytes = t
+            .f_to_kind(kind)
+            .and_then(|t| ssl_bytes::host_bytes(&t))
+            .map_err(ModelError::tch(format!("copying `{name}`")))?;
+        let numel = t.numel();
+        let size = t.size();
         let mut stride = vec![1i64; size.len()];
         for d in (0..size.len().saturating_sub(1)).rev() {
             stride[d] = stride[d + 1] * size[d + 1];
         }
         p.string(name);
         p.global("torch._utils", "_rebuild_tensor_v2");
-        p.0.push(op::MARK);
+        p.mark();
         // The storage, as a persistent id.
-        p.0.push(op::MARK);
+        p.mark();
         p.string("storage");
         p.global("torch", class);
         p.string(&key.to_string());
         p.string("cpu");
         p.int(numel as i64);
-        p.0.push(op::TUPLE);
-        p.0.push(op::BINPERSID);
+        p.tuple();
+        p.persistent_id();
         p.int(0); // storage offset
         p.int_tuple(&size);
         p.int_tuple(&stride);
-        p.0.push(op::NEWFALSE); // requires_grad
+        p.bool(false); // requires_grad
         p.empty_ordered_dict(); // backward hooks
-        p.0.push(op::TUPLE);
-        p.0.push(op::REDUCE);
+        p.tuple();
+        p.reduce();
         storages.push(bytes);
     }
-    p.0.push(op::SETITEMS);
-    p.0.push(op::STOP);
+    p.set_items();
+    let pickle = p.finish();
 
     let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
     // Stored (torch reads records in place) and 64-byte aligned, as torch writes them.
@@ -129,31 +80,39 @@ pub fn encode(tensors: &BTreeMap<String, Tensor>) -> Result<Vec<u8>> {
         .compression_method(zip::CompressionMethod::Stored)
         .with_alignment(64)
         .large_file(storages.iter().map(Vec::len).sum::<usize>() > u32::MAX as usize / 2);
-    let mut entry = |name: &str, data: &[u8]| -> Result<()> {
-        zip.start_file(format!("archive/{name}"), options)?;
-        zip.write_all(data)?;
-        Ok(())
+    let mut entry = |name: &str, data: &[u8]| -> Result<(), ModelError> {
+        zip.start_file(format!("archive/{name}"), options)
+            .map_err(archive)?;
+        zip.write_all(data).map_err(archive)
     };
-    entry("data.pkl", &p.0)?;
+    entry("data.pkl", &pickle)?;
     entry("byteorder", b"little")?;
     for (key, bytes) in storages.iter().enumerate() {
         entry(&format!("data/{key}"), bytes)?;
     }
     entry("version", b"3\n")?;
-    Ok(zip.finish()?.into_inner())
+    Ok(zip.finish().map_err(archive)?.into_inner())
+}
+
+fn archive(e: impl std::fmt::Display) -> ModelError {
+    ModelError::Config(format!("cannot build the torch.save archive: {e}"))
 }
 
 /// Writes `tensors` to `path` as `torch.save` would, atomically.
-pub fn save(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
+pub fn save(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<(), ModelError> {
     if tensors.is_empty() {
-        bail!("{}: no tensors to save", path.display());
+        return Err(ModelError::Config(format!(
+            "{}: no tensors to save",
+            path.display()
+        )));
     }
-    Ok(ssl_files::write_atomic(path, &encode(tensors)?)?)
+    crate::tensor_file::write_atomic(path, &encode(tensors)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     /// `torch.load` (weights-only, the default) reads our file back exactly.
     #[test]
