@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use ssl_train::{Config, Override, Preset};
-//! let preset = Preset::new("[method]\nname = \"w-mse\"\n", "my.toml");
+//! let preset = Preset::new("[method]\nname = \"w-mse\"\n[model]\nemb = 64\n", "my.toml");
 //! let cfg = Config::resolve(Some(&preset), &[Override::new("optim.lr", "1e-3")])?;
 //! assert_eq!(cfg.method.name(), "w-mse");
 //! assert_eq!(cfg.optim.lr, 1e-3);
