@@ -28,6 +28,7 @@ pub mod dataset;
 pub mod error;
 pub mod image;
 pub mod image_folder;
+pub mod jpeg;
 pub mod loader;
 pub mod mapped_file;
 pub mod seed;
