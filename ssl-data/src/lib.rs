@@ -38,11 +38,11 @@ pub mod tiny_imagenet;
 
 pub use augment::pipeline::{DatasetKind, Draw, Pipeline, Step};
 pub use cifar::{CifarBinary, CifarKind, CifarSplit};
-pub use dataset::{Dataset, InMemoryDataset, Sample};
+pub use dataset::{Dataset, InMemoryDataset, PartSample, Sample};
 pub use error::DataError;
 pub use image::RgbImage;
 pub use image_folder::ImageFolder;
-pub use loader::{Batch, EpochBatches, Loader, LoaderConfig, Shard};
+pub use loader::{Batch, EpochBatches, Loader, LoaderConfig, Shard, Skipped};
 pub use stl10::{Stl10, Stl10Split};
 pub use synthetic::{open_synthetic, write_synthetic_cifar, SyntheticConfig};
 pub use tiny_imagenet::{open_tiny_imagenet, TinyImageNetSplit};

@@ -7,6 +7,24 @@
 //! threads. Samples of a batch are decoded and augmented in parallel on a
 //! rayon pool of `threads` threads; a background thread builds up to
 //! `prefetch` batches ahead of the consumer.
+//!
+//! All random choices of a sample's views are drawn before its image is
+//! decoded ([`Pipeline::plan`]: they depend on the image's size only), so a
+//! reader that can decode part of an image ([`Dataset::get_part`], JPEG
+//! files) decodes only the union of the views' crop boxes.
+//!
+//! **Memory.** A batch is `views × B × 3 H W` floats (plus labels). While
+//! the consumer holds one batch, the background thread has at most
+//! `prefetch` more: `prefetch − 1` waiting in the channel and one it cannot
+//! hand over yet. So at most `prefetch + 1` batches exist at a time, plus,
+//! per worker thread, the one image it is decoding and its views.
+//!
+//! **Unreadable files.** By default a sample that cannot be decoded stops
+//! the epoch with its error (naming the file). With
+//! [`LoaderConfig::skip_unreadable`], it is replaced by the next readable
+//! sample of the epoch's order (augmented with the failed sample's random
+//! stream, so the batch keeps its size and stays the same for any thread
+//! count), and counted: [`Loader::skipped`].
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -48,6 +66,9 @@ pub struct LoaderConfig {
     pub device: Device,
     /// Which part of every epoch this loader draws (data-parallel training).
     pub shard: Shard,
+    /// Replace samples whose file cannot be decoded by the next readable
+    /// one instead of failing (see the module doc); off by default.
+    pub skip_unreadable: bool,
 }
 
 /// Part `rank` of `count` of every epoch, with the contract of PyTorch's
@@ -101,6 +122,7 @@ impl LoaderConfig {
             drop_last: true,
             device: Device::Cpu,
             shard: Shard::WHOLE,
+            skip_unreadable: false,
         }
     }
 }
@@ -132,12 +154,25 @@ impl Batch {
     }
 }
 
+/// The samples a loader skipped because their files could not be decoded
+/// ([`LoaderConfig::skip_unreadable`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// How many decoding failures were met: a bad file counts each time it
+    /// is tried (once an epoch, and again if it comes up as a substitute).
+    pub count: usize,
+    /// Each unreadable sample once, by dataset index, with its error
+    /// message (which names the file).
+    pub samples: std::collections::BTreeMap<usize, String>,
+}
+
 #[derive(Debug)]
 struct Shared<D> {
     dataset: Arc<D>,
     pipeline: Pipeline,
     config: LoaderConfig,
     pool: rayon::ThreadPool,
+    skipped: std::sync::Mutex<Skipped>,
 }
 
 /// Draws batches of augmented views from a dataset.
@@ -183,8 +218,19 @@ impl<D: Dataset + 'static> Loader<D> {
                 pipeline,
                 config,
                 pool,
+                skipped: std::sync::Mutex::new(Skipped::default()),
             }),
         })
+    }
+
+    /// The samples skipped so far because their files could not be decoded
+    /// ([`LoaderConfig::skip_unreadable`]), over every epoch this loader built.
+    pub fn skipped(&self) -> Skipped {
+        self.shared
+            .skipped
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 
     /// The configuration.
@@ -289,21 +335,23 @@ impl<D: Dataset> Shared<D> {
                 slot.push(chunk);
             }
         }
-        self.pool.install(|| {
+        let substitutes: Vec<Option<usize>> = self.pool.install(|| {
             per_sample
                 .into_par_iter()
                 .zip(labels.par_iter_mut())
                 .zip(indices.par_iter())
-                .try_for_each(|((outs, label), &index)| {
-                    let sample = self.dataset.get(index)?;
-                    *label = sample.label.map_or(-1, i64::from);
-                    let mut rng = sample_rng(self.config.seed, epoch, index);
-                    for out in outs {
-                        self.pipeline.apply_into(&sample.image, &mut rng, out)?;
-                    }
-                    Ok::<(), DataError>(())
+                .enumerate()
+                .map(|(k, ((outs, label), &index))| {
+                    self.sample_into(epoch, order, lo + k, index, outs, label)
                 })
+                .collect::<Result<Vec<_>, DataError>>()
         })?;
+        let mut indices = indices;
+        for (slot, sub) in indices.iter_mut().zip(substitutes) {
+            if let Some(j) = sub {
+                *slot = j;
+            }
+        }
         let (h, w) = self.pipeline.output_size();
         let pin = self.config.device.is_cuda();
         let to_tensor = |t: Tensor| -> Result<Tensor, DataError> {
@@ -322,6 +370,71 @@ impl<D: Dataset> Shared<D> {
             labels: to_tensor(Tensor::f_from_slice(&labels)?)?,
             indices,
         })
+    }
+
+    /// Decodes sample `index` (at `pos` in the epoch's `order`) and writes its
+    /// views into `outs`. With `skip_unreadable`, an undecodable file is
+    /// replaced by the next readable sample of `order` (wrapping), augmented
+    /// with `index`'s random stream; returns the substitute's index, if any.
+    fn sample_into(
+        &self,
+        epoch: u64,
+        order: &[usize],
+        pos: usize,
+        index: usize,
+        outs: Vec<&mut [f32]>,
+        label: &mut i64,
+    ) -> Result<Option<usize>, DataError> {
+        let mut source = index;
+        let mut tries = 0;
+        loop {
+            let mut rng = sample_rng(self.config.seed, epoch, index);
+            let mut plans = Vec::with_capacity(outs.len());
+            let mut plan_error = None;
+            let part = self.dataset.get_part(source, &mut |h, w| {
+                for _ in 0..outs.len() {
+                    match self.pipeline.plan(h, w, &mut rng) {
+                        Ok(p) => plans.push(p),
+                        Err(e) => plan_error = Some(e),
+                    }
+                }
+                self.pipeline.region_needed(&plans)
+            });
+            match part {
+                Ok(part) => {
+                    if let Some(e) = plan_error {
+                        return Err(e);
+                    }
+                    *label = part.sample.label.map_or(-1, i64::from);
+                    for (out, plan) in outs.into_iter().zip(&plans) {
+                        self.pipeline.apply_plan_into(
+                            &part.sample.image,
+                            part.origin,
+                            plan,
+                            out,
+                        )?;
+                    }
+                    return Ok((source != index).then_some(source));
+                }
+                Err(e @ DataError::Decode { .. }) if self.config.skip_unreadable => {
+                    let mut skipped = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
+                    skipped.count += 1;
+                    skipped
+                        .samples
+                        .entry(source)
+                        .or_insert_with(|| e.to_string());
+                    drop(skipped);
+                    tries += 1;
+                    if tries >= order.len() {
+                        return Err(DataError::InvalidParameter(format!(
+                            "no sample of the epoch could be decoded (the last error: {e})"
+                        )));
+                    }
+                    source = order[(pos + tries) % order.len()];
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 }
 

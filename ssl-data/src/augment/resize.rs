@@ -263,6 +263,23 @@ pub fn resize(
     resample_region(img, 0, 0, img.width(), img.height(), out_w, out_h, filter)
 }
 
+/// The `(width, height)` torchvision's `Resize(size)` gives a `w × h`
+/// image: the shorter side becomes `size`, the longer `floor(size · long / short)`.
+pub fn shorter_side_size(w: usize, h: usize, size: usize) -> Result<(usize, usize), DataError> {
+    let (short, long) = (w.min(h), w.max(h));
+    if short == 0 || size == 0 {
+        return Err(DataError::InvalidParameter(format!(
+            "cannot resize a {w}x{h} image to shorter side {size}"
+        )));
+    }
+    let new_long = (size as f64 * long as f64 / short as f64) as usize;
+    Ok(if w <= h {
+        (size, new_long)
+    } else {
+        (new_long, size)
+    })
+}
+
 /// torchvision `Resize(size)` with an integer size: the shorter side becomes
 /// `size`, the longer `floor(size · long / short)`.
 pub fn resize_shorter_side(
@@ -271,18 +288,7 @@ pub fn resize_shorter_side(
     filter: Interpolation,
 ) -> Result<RgbImage, DataError> {
     let (w, h) = (img.width(), img.height());
-    let (short, long) = (w.min(h), w.max(h));
-    if short == 0 || size == 0 {
-        return Err(DataError::InvalidParameter(format!(
-            "cannot resize a {w}x{h} image to shorter side {size}"
-        )));
-    }
-    let new_long = (size as f64 * long as f64 / short as f64) as usize;
-    let (ow, oh) = if w <= h {
-        (size, new_long)
-    } else {
-        (new_long, size)
-    };
+    let (ow, oh) = shorter_side_size(w, h, size)?;
     if (ow, oh) == (w, h) {
         return Ok(img.clone());
     }

@@ -1,0 +1,234 @@
+//! `cargo run --release -p ssl-data --example bench_jpeg [-- DIR]`: where
+//! the time of the ImageNet recipe goes, per image on one core (2 views):
+//! reading the file, decoding it whole or only the region the two crops
+//! need, the bilinear `RandomResizedCrop`, colour jitter, grayscale,
+//! Pillow's blur, flip, normalisation; then the loader's images/s with 1
+//! and 2 threads, decoding whole and in part.
+//!
+//! `DIR` is an image-folder root (`DIR/<class>/*.JPEG`); without it, 256
+//! JPEGs of 500×375 at quality 90 are written to a temporary folder, as
+//! `bench_data` writes them.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use ssl_data::augment::color_jitter::{apply_jitter, ColorJitter};
+use ssl_data::augment::flip::hflip;
+use ssl_data::augment::gaussian_blur::{gaussian_blur, GaussianBlur};
+use ssl_data::augment::grayscale::to_grayscale;
+use ssl_data::augment::random_resized_crop::{resized_crop, CropBox, RandomResizedCrop};
+use ssl_data::augment::resize::Interpolation;
+use ssl_data::{jpeg, Dataset, ImageFolder, Loader, LoaderConfig, Pipeline, RgbImage};
+
+fn write_jpegs(dir: &Path, n: usize) -> anyhow::Result<()> {
+    let class_dir = dir.join("n00000000");
+    std::fs::create_dir_all(&class_dir)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    for i in 0..n {
+        let small = ssl_data::synthetic::render(i % 10, 125, &mut rng);
+        let img = ssl_data::augment::resize::resize(&small, 500, 375, Interpolation::Bicubic)?;
+        let file = std::fs::File::create(class_dir.join(format!("{i}.JPEG")))?;
+        let mut enc =
+            image::codecs::jpeg::JpegEncoder::new_with_quality(std::io::BufWriter::new(file), 90);
+        enc.encode(img.as_raw(), 500, 375, image::ExtendedColorType::Rgb8)?;
+    }
+    Ok(())
+}
+
+/// Microseconds per call of `f` over `items`, best of 3 passes.
+fn per_item<T>(items: &[T], mut f: impl FnMut(&T)) -> f64 {
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            items.iter().for_each(&mut f);
+            t.elapsed().as_secs_f64() * 1e6 / items.len() as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+fn union(a: CropBox, b: CropBox) -> CropBox {
+    let (l, t) = (a.left.min(b.left), a.top.min(b.top));
+    let (r, bt) = (
+        (a.left + a.width).max(b.left + b.width),
+        (a.top + a.height).max(b.top + b.height),
+    );
+    CropBox {
+        top: t,
+        left: l,
+        height: bt - t,
+        width: r - l,
+    }
+}
+
+fn images_per_second<D: Dataset + 'static>(loader: &Loader<D>, epochs: u64) -> anyhow::Result<f64> {
+    let mut rates = Vec::new();
+    for epoch in 0..=epochs {
+        let start = Instant::now();
+        let mut n = 0;
+        for batch in loader.epoch(epoch) {
+            n += batch?.indices.len();
+        }
+        if epoch > 0 {
+            rates.push(n as f64 / start.elapsed().as_secs_f64());
+        }
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[rates.len() / 2])
+}
+
+fn main() -> anyhow::Result<()> {
+    let temp = tempfile::tempdir()?;
+    let root = match std::env::args().nth(1) {
+        Some(d) => d.into(),
+        None => {
+            write_jpegs(temp.path(), 256)?;
+            temp.path().to_path_buf()
+        }
+    };
+    let folder = ImageFolder::open(&root)?;
+    let files: Vec<Vec<u8>> = folder
+        .entries()
+        .iter()
+        .map(|(p, _)| std::fs::read(p))
+        .collect::<Result<_, _>>()?;
+    let n = files.len();
+
+    let read = per_item(folder.entries(), |(p, _)| {
+        std::hint::black_box(std::fs::read(p).unwrap());
+    });
+    let full = per_item(&files, |b| {
+        std::hint::black_box(jpeg::decode(b).unwrap());
+    });
+    let images: Vec<RgbImage> = files.iter().map(|b| jpeg::decode(b).unwrap()).collect();
+
+    // Two views' random draws per image, as the recipe makes them.
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let rrc = RandomResizedCrop::new(224).with_interpolation(Interpolation::Bilinear);
+    let jitter = ColorJitter::ssl_default();
+    let blur = GaussianBlur::imagenet();
+    struct View {
+        crop: CropBox,
+        jitter: Option<ssl_data::augment::color_jitter::JitterParams>,
+        gray: bool,
+        blur: Option<f32>,
+        flip: bool,
+    }
+    let views: Vec<[View; 2]> = images
+        .iter()
+        .map(|img| {
+            std::array::from_fn(|_| View {
+                crop: rrc.sample_box(img.height(), img.width(), &mut rng),
+                jitter: (rng.random::<f64>() < 0.8).then(|| jitter.sample(&mut rng)),
+                gray: rng.random::<f64>() < 0.2,
+                blur: (rng.random::<f64>() < 0.5).then(|| blur.sample_radius(&mut rng)),
+                flip: rng.random::<f64>() < 0.5,
+            })
+        })
+        .collect();
+    let idx: Vec<usize> = (0..n).collect();
+    let region = per_item(&idx, |&i| {
+        let h = jpeg::read_header(&files[i]).unwrap();
+        let u = union(views[i][0].crop, views[i][1].crop);
+        std::hint::black_box(jpeg::decode_region(&files[i], &h, u).unwrap());
+    });
+    let crops: Vec<[RgbImage; 2]> = idx
+        .iter()
+        .map(|&i| {
+            std::array::from_fn(|v| {
+                resized_crop(
+                    &images[i],
+                    views[i][v].crop,
+                    224,
+                    224,
+                    Interpolation::Bilinear,
+                )
+                .unwrap()
+            })
+        })
+        .collect();
+    let t_crop = per_item(&idx, |&i| {
+        for v in &views[i] {
+            std::hint::black_box(
+                resized_crop(&images[i], v.crop, 224, 224, Interpolation::Bilinear).unwrap(),
+            );
+        }
+    });
+    let t_jitter = per_item(&idx, |&i| {
+        for (v, c) in views[i].iter().zip(&crops[i]) {
+            if let Some(p) = &v.jitter {
+                let mut x = c.clone();
+                apply_jitter(&mut x, p);
+                std::hint::black_box(x);
+            }
+        }
+    });
+    let t_gray = per_item(&idx, |&i| {
+        for (v, c) in views[i].iter().zip(&crops[i]) {
+            if v.gray {
+                let mut x = c.clone();
+                to_grayscale(&mut x);
+                std::hint::black_box(x);
+            }
+        }
+    });
+    let t_blur = per_item(&idx, |&i| {
+        for (v, c) in views[i].iter().zip(&crops[i]) {
+            if let Some(r) = v.blur {
+                std::hint::black_box(gaussian_blur(c, r).unwrap());
+            }
+        }
+    });
+    let t_flip = per_item(&idx, |&i| {
+        for (v, c) in views[i].iter().zip(&crops[i]) {
+            if v.flip {
+                let mut x = c.clone();
+                hflip(&mut x);
+                std::hint::black_box(x);
+            }
+        }
+    });
+    let norm = *Pipeline::ssl_imagenet().normalization();
+    let mut out = vec![0f32; 3 * 224 * 224];
+    let t_norm = per_item(&idx, |&i| {
+        for c in &crops[i] {
+            norm.apply_into(c, &mut out).unwrap();
+        }
+    });
+    let t_clone = per_item(&idx, |&i| {
+        for c in &crops[i] {
+            std::hint::black_box(c.clone());
+        }
+    });
+    println!("stage | µs per image (2 views, one core) over {n} files");
+    for (what, t) in [
+        ("read file", read),
+        ("decode whole (libjpeg-turbo)", full),
+        ("decode the two crops' union", region),
+        ("RandomResizedCrop bilinear x2", t_crop),
+        ("colour jitter (p 0.8) x2", t_jitter - 0.8 * t_clone),
+        ("grayscale (p 0.2) x2", t_gray - 0.2 * t_clone),
+        ("Pillow blur (p 0.5) x2", t_blur),
+        ("flip (p 0.5) x2", t_flip - 0.5 * t_clone),
+        ("to tensor + normalise x2", t_norm),
+    ] {
+        println!("stage | {what} | {t:.0}");
+    }
+
+    let folder = Arc::new(folder);
+    for threads in [1, 2] {
+        let loader = Loader::new(
+            Arc::clone(&folder),
+            Pipeline::ssl_imagenet(),
+            LoaderConfig {
+                threads,
+                ..LoaderConfig::new(64, 2, 0)
+            },
+        )?;
+        let v = images_per_second(&loader, 3)?;
+        println!("ours | ImageNet recipe, 2 views, {threads} thread(s) | images/s | {v:.0}");
+    }
+    Ok(())
+}
