@@ -96,8 +96,9 @@ pub fn apply_jitter(img: &mut RgbImage, p: &JitterParams) {
 }
 
 /// Pillow `ImagingBlend` of one channel value: `a + f (b − a)` in `f32`,
-/// then `≤ 0 → 0`, `≥ 255 → 255`, else truncated.
-#[inline]
+/// then `≤ 0 → 0`, `≥ 255 → 255`, else truncated. (The reference the
+/// branch-free [`blend_from`] is tested against.)
+#[cfg(test)]
 fn blend(a: u8, b: u8, f: f32) -> u8 {
     let t = a as f32 + f * (b as i32 - a as i32) as f32;
     if t <= 0.0 {
@@ -109,49 +110,120 @@ fn blend(a: u8, b: u8, f: f32) -> u8 {
     }
 }
 
-fn apply_lut(img: &mut RgbImage, lut: &[u8; 256]) {
-    for v in img.as_raw_mut() {
-        *v = lut[*v as usize];
-    }
-}
-
 /// torchvision `adjust_brightness` (PIL): `blend(0, img, f)`.
 pub fn adjust_brightness(img: &mut RgbImage, factor: f32) {
-    let lut: [u8; 256] = std::array::from_fn(|v| blend(0, v as u8, factor));
-    apply_lut(img, &lut);
+    blend_all(img.as_raw_mut(), 0.0, factor);
 }
 
 /// torchvision `adjust_contrast` (PIL): `blend(m, img, f)` with
 /// `m = ⌊mean(L) + 0.5⌋`, `L` the 8-bit grayscale image.
 pub fn adjust_contrast(img: &mut RgbImage, factor: f32) {
-    let raw = img.as_raw();
-    let n = raw.len() / 3;
+    let n = img.as_raw().len() / 3;
     if n == 0 {
         return;
     }
-    let sum: u64 = raw
-        .chunks_exact(3)
-        .map(|p| luma(p[0], p[1], p[2]) as u64)
-        .sum();
+    let sum = luma_sum(img.as_raw());
     let mean = (sum as f64 / n as f64 + 0.5) as u8;
-    let lut: [u8; 256] = std::array::from_fn(|v| blend(mean, v as u8, factor));
-    apply_lut(img, &lut);
+    blend_all(img.as_raw_mut(), mean as f32, factor);
+}
+
+crate::augment::cpu::avx2_dispatch! {
+    /// `blend(a, v, f)` of every byte `v` of `data`.
+    fn blend_all(data: &mut [u8], a: f32, factor: f32) => blend_all_kernel
+}
+
+#[inline(always)]
+fn blend_all_kernel(data: &mut [u8], a: f32, factor: f32) {
+    for v in data.iter_mut() {
+        *v = blend_from(a, *v, factor);
+    }
+}
+
+crate::augment::cpu::avx2_dispatch! {
+    /// The sum of the lumas of the RGB pixels of `data`.
+    fn luma_sum(data: &[u8]) -> u64 => luma_sum_kernel
+}
+
+#[inline(always)]
+fn luma_sum_kernel(data: &[u8]) -> u64 {
+    let mut planes = Planes::default();
+    let mut sum = 0u64;
+    for block in data.chunks(3 * BLOCK) {
+        let n = planes.load(block);
+        let mut s = 0u32;
+        for i in 0..n {
+            s += luma(planes.rgb[0][i], planes.rgb[1][i], planes.rgb[2][i]) as u32;
+        }
+        sum += s as u64;
+    }
+    sum
+}
+
+/// Pixels per block of the per-pixel colour loops.
+const BLOCK: usize = 64;
+
+/// A block of at most [`BLOCK`] RGB pixels as three planes, so that the
+/// per-pixel work is a flat loop the compiler vectorises.
+struct Planes {
+    rgb: [[u8; BLOCK]; 3],
+}
+
+impl Default for Planes {
+    fn default() -> Self {
+        Self {
+            rgb: [[0; BLOCK]; 3],
+        }
+    }
+}
+
+impl Planes {
+    /// Splits the pixels of `block` into the planes; returns their number.
+    #[inline(always)]
+    fn load(&mut self, block: &[u8]) -> usize {
+        let n = block.len() / 3;
+        for (i, p) in block.chunks_exact(3).enumerate() {
+            self.rgb[0][i] = p[0];
+            self.rgb[1][i] = p[1];
+            self.rgb[2][i] = p[2];
+        }
+        n
+    }
+
+    /// Writes the planes' first pixels back into `block`.
+    #[inline(always)]
+    fn store(&self, block: &mut [u8]) {
+        for (i, p) in block.chunks_exact_mut(3).enumerate() {
+            p[0] = self.rgb[0][i];
+            p[1] = self.rgb[1][i];
+            p[2] = self.rgb[2][i];
+        }
+    }
 }
 
 /// torchvision `adjust_saturation` (PIL): `blend(L, img, f)` per pixel,
 /// `L` the pixel's 8-bit luma.
 pub fn adjust_saturation(img: &mut RgbImage, factor: f32) {
-    // Branch-free: the lumas of a block of pixels first, then the blends over
-    // the block's bytes as one flat loop, which the compiler vectorises.
-    const BLOCK: usize = 64;
-    let mut lumas = [0f32; 3 * BLOCK];
-    for block in img.as_raw_mut().chunks_mut(3 * BLOCK) {
-        for (l, p) in lumas.chunks_exact_mut(3).zip(block.chunks_exact(3)) {
-            l.fill(luma(p[0], p[1], p[2]) as f32);
+    saturate(img.as_raw_mut(), factor);
+}
+
+crate::augment::cpu::avx2_dispatch! {
+    /// [`adjust_saturation`] on RGB bytes.
+    fn saturate(data: &mut [u8], factor: f32) => saturate_kernel
+}
+
+#[inline(always)]
+fn saturate_kernel(data: &mut [u8], factor: f32) {
+    let mut planes = Planes::default();
+    for block in data.chunks_mut(3 * BLOCK) {
+        planes.load(block);
+        let [r, g, b] = &mut planes.rgb;
+        for i in 0..BLOCK {
+            let l = luma(r[i], g[i], b[i]) as f32;
+            r[i] = blend_from(l, r[i], factor);
+            g[i] = blend_from(l, g[i], factor);
+            b[i] = blend_from(l, b[i], factor);
         }
-        for (v, &l) in block.iter_mut().zip(&lumas) {
-            *v = blend_from(l, *v, factor);
-        }
+        planes.store(block);
     }
 }
 
@@ -160,7 +232,13 @@ pub fn adjust_saturation(img: &mut RgbImage, factor: f32) {
 #[inline(always)]
 fn blend_from(a: f32, b: u8, f: f32) -> u8 {
     let t = a + f * (b as f32 - a);
-    t.clamp(0.0, 255.0) as u8
+    // Truncation of t in [0, 255] as arithmetic (which vectorises, unlike a
+    // saturating `as` conversion): t + 2²³ − 2²³ is t rounded to an integer.
+    const TWO_23: f32 = 8_388_608.0;
+    let c = t.clamp(0.0, 255.0);
+    let r = (c + TWO_23) - TWO_23;
+    let fl = if r > c { r - 1.0 } else { r };
+    (fl + TWO_23).to_bits() as u8
 }
 
 /// torchvision `adjust_hue` (PIL): convert to Pillow's 8-bit HSV, add
@@ -168,8 +246,18 @@ fn blend_from(a: f32, b: u8, f: f32) -> u8 {
 pub fn adjust_hue(img: &mut RgbImage, hue_factor: f32) {
     // numpy's `np.array(h * 255).astype(np.uint8)`: truncate, then wrap.
     let shift = ((hue_factor as f64) * 255.0).trunc() as i64 as u8;
+    shift_all(img.as_raw_mut(), shift);
+}
+
+crate::augment::cpu::avx2_dispatch! {
+    /// Every block of `data` through [`HueScratch::shift_block`].
+    fn shift_all(data: &mut [u8], shift: u8) => shift_blocks
+}
+
+#[inline(always)]
+fn shift_blocks(data: &mut [u8], shift: u8) {
     let mut scratch = HueScratch::default();
-    for block in img.as_raw_mut().chunks_mut(3 * HUE_BLOCK) {
+    for block in data.chunks_mut(3 * HUE_BLOCK) {
         scratch.shift_block(block, shift);
     }
 }
@@ -177,34 +265,18 @@ pub fn adjust_hue(img: &mut RgbImage, hue_factor: f32) {
 /// Pixels per block of [`adjust_hue`].
 const HUE_BLOCK: usize = 64;
 
-/// Per-pixel intermediate values of one block of [`adjust_hue`], one array
-/// per quantity, so that each stage is a flat loop the compiler vectorises.
+/// One block of [`adjust_hue`] as planes (one array per channel), so that
+/// the per-pixel work is one flat loop the compiler vectorises.
 struct HueScratch {
-    base: [f32; HUE_BLOCK],
-    dx: [f32; HUE_BLOCK],
-    dy: [f32; HUE_BLOCK],
-    cr: [f32; HUE_BLOCK],
-    v: [f32; HUE_BLOCK],
-    uh: [i32; HUE_BLOCK],
-    us: [i32; HUE_BLOCK],
-    f: [f32; HUE_BLOCK],
-    fs: [f32; HUE_BLOCK],
-    pqt: [[i32; HUE_BLOCK]; 3],
+    rgb: [[u8; HUE_BLOCK]; 3],
+    out: [[u8; HUE_BLOCK]; 3],
 }
 
 impl Default for HueScratch {
     fn default() -> Self {
         Self {
-            base: [0.0; HUE_BLOCK],
-            dx: [0.0; HUE_BLOCK],
-            dy: [0.0; HUE_BLOCK],
-            cr: [1.0; HUE_BLOCK],
-            v: [1.0; HUE_BLOCK],
-            uh: [0; HUE_BLOCK],
-            us: [0; HUE_BLOCK],
-            f: [0.0; HUE_BLOCK],
-            fs: [0.0; HUE_BLOCK],
-            pqt: [[0; HUE_BLOCK]; 3],
+            rgb: [[0; HUE_BLOCK]; 3],
+            out: [[0; HUE_BLOCK]; 3],
         }
     }
 }
@@ -213,86 +285,150 @@ impl HueScratch {
     /// `hsv_to_rgb(h + shift, s, v)` of `[h, s, v] = rgb_to_hsv(r, g, b)` for
     /// every pixel of `block` (at most [`HUE_BLOCK`] pixels): the same
     /// arithmetic as those two functions (the unit tests compare them on all
-    /// 2²⁴ colours), reorganised into stages over the block without
-    /// data-dependent branches.
+    /// 2²⁴ colours), with their cases and tables turned into computations and
+    /// selections that do not depend on the data.
+    #[inline(always)]
     fn shift_block(&mut self, block: &mut [u8], shift: u8) {
         let n = block.len() / 3;
-        // Integer stage: V, the chroma range and which channel is the maximum
-        // (`rgb2hsv`'s three cases as `base + x − y`). A grey pixel (range 0)
-        // gets range 1 so the divisions stay finite; its S is 0 regardless.
         for (i, p) in block.chunks_exact(3).enumerate() {
-            let (r, g, b) = (p[0], p[1], p[2]);
-            let maxc = r.max(g).max(b);
-            let minc = r.min(g).min(b);
-            let (dr, dg, db) = (maxc - r, maxc - g, maxc - b);
-            let (base, dx, dy) = if r == maxc {
-                (0.0, db, dg)
-            } else if g == maxc {
-                (2.0, dr, db)
-            } else {
-                (4.0, dg, dr)
-            };
-            self.base[i] = base;
-            self.dx[i] = dx as f32;
-            self.dy[i] = dy as f32;
-            self.cr[i] = (maxc - minc) as f32;
-            self.v[i] = maxc as f32;
+            self.rgb[0][i] = p[0];
+            self.rgb[1][i] = p[1];
+            self.rgb[2][i] = p[2];
         }
-        // rgb2hsv's float stage: H and S bytes.
         for i in 0..HUE_BLOCK {
-            let cr = self.cr[i].max(1.0);
-            let (x, y) = (self.dx[i] / cr, self.dy[i] / cr);
-            // C computes `bc − gc` in f32, `2.0 + rc − bc` / `4.0 + gc − rc` in
-            // f64 stored to f32: all equal the exact `base + x − y` rounded once.
-            let h = (self.base[i] as f64 + x as f64 - y as f64) as f32;
-            // C: h = fmod(h / 6.0 + 1.0, 1.0) in double, stored in a float. The
-            // argument is in (0, 2), where fmod(t, 1) is exactly t or t - 1.
-            let t6 = h as f64 / 6.0 + 1.0;
-            let h = (if t6 >= 1.0 { t6 - 1.0 } else { t6 }) as f32;
-            self.uh[i] = ((h as f64 * 255.0) as i32).clamp(0, 255);
-            let s = self.cr[i] / self.v[i].max(1.0);
-            self.us[i] = ((s as f64 * 255.0) as i32).clamp(0, 255);
-        }
-        // The shifted hue's sector fraction and S / 255 (tables of 256).
-        let t = &*HSV_TABLES;
-        for i in 0..HUE_BLOCK {
-            let h = (self.uh[i] as u8).wrapping_add(shift);
-            self.f[i] = t.frac[h as usize];
-            self.fs[i] = t.fs[self.us[i] as usize];
-        }
-        // hsv2rgb's float stage: p, q, t.
-        for i in 0..HUE_BLOCK {
-            let (f, fs, vf) = (self.f[i], self.fs[i], self.v[i] as f64);
-            self.pqt[0][i] = round_to_i32(vf * (1.0 - fs as f64));
-            self.pqt[1][i] = round_to_i32(vf * (1.0 - (fs * f) as f64));
-            self.pqt[2][i] = round_to_i32(vf * (1.0 - fs as f64 * (1.0 - f as f64)));
+            let [o_r, o_g, o_b] =
+                shift_pixel(self.rgb[0][i], self.rgb[1][i], self.rgb[2][i], shift);
+            self.out[0][i] = o_r;
+            self.out[1][i] = o_g;
+            self.out[2][i] = o_b;
         }
         for (i, p) in block.chunks_exact_mut(3).enumerate().take(n) {
-            let v = self.v[i] as u8;
-            if self.us[i] == 0 {
-                p.fill(v);
-                continue;
-            }
-            let h = (self.uh[i] as u8).wrapping_add(shift);
-            let values = [
-                v,
-                self.pqt[0][i].clamp(0, 255) as u8,
-                self.pqt[1][i].clamp(0, 255) as u8,
-                self.pqt[2][i].clamp(0, 255) as u8,
-            ];
-            let order = HUE_ORDER[t.sector[h as usize] as usize];
-            p[0] = values[order[0]];
-            p[1] = values[order[1]];
-            p[2] = values[order[2]];
+            p[0] = self.out[0][i];
+            p[1] = self.out[1][i];
+            p[2] = self.out[2][i];
         }
     }
 }
 
-/// C's `round` (half away from zero) of a value in `[0, 256)`, as an integer.
+/// One pixel of [`HueScratch::shift_block`]; every `if` selects between
+/// values already computed (no division by zero: a grey pixel divides by 1,
+/// and its S of 0 makes the output `(v, v, v)` anyway).
 #[inline(always)]
-fn round_to_i32(x: f64) -> i32 {
-    let t = x as i32; // truncation = floor for x >= 0
-    t + (x - t as f64 >= 0.5) as i32
+fn shift_pixel(r: u8, g: u8, b: u8, shift: u8) -> [u8; 3] {
+    // rgb2hsv: V, S, and H from which channel is the maximum (`base + x − y`).
+    let maxc = r.max(g).max(b);
+    let minc = r.min(g).min(b);
+    let (dr, dg, db) = (maxc - r, maxc - g, maxc - b);
+    let (r_max, g_max) = (r == maxc, g == maxc);
+    let dx = if r_max {
+        db
+    } else if g_max {
+        dr
+    } else {
+        dg
+    };
+    let dy = if r_max {
+        dg
+    } else if g_max {
+        db
+    } else {
+        dr
+    };
+    let base: f32 = if r_max {
+        0.0
+    } else if g_max {
+        2.0
+    } else {
+        4.0
+    };
+    let cr = (maxc - minc) as f32;
+    let crd = cr.max(1.0);
+    let (x, y) = (dx as f32 / crd, dy as f32 / crd);
+    // C computes `bc − gc` in f32, `2.0 + rc − bc` / `4.0 + gc − rc` in f64
+    // stored to f32: all equal the exact `base + x − y` rounded once.
+    let h = (base as f64 + x as f64 - y as f64) as f32;
+    // C: h = fmod(h / 6.0 + 1.0, 1.0) in double, stored in a float. The
+    // argument is in (0, 2), where fmod(t, 1) is exactly t or t - 1.
+    let t6 = h as f64 / 6.0 + 1.0;
+    let h = (if t6 >= 1.0 { t6 - 1.0 } else { t6 }) as f32;
+    // (h · 255 and s · 255 lie in [0, 255]: truncation is the floor, no clamp needed.)
+    let uh = small_int(floor_nonneg(h as f64 * 255.0));
+    let s = cr / (maxc as f32).max(1.0);
+    let us = small_int(floor_nonneg(s as f64 * 255.0));
+
+    // hsv2rgb of (H + shift, S, V): sector i = ⌊6H/255⌋ mod 6, fraction f,
+    // fs = S/255, then p, q, t (`hsv_to_rgb`'s tables, computed).
+    let hh = (uh + shift as i32) & 255;
+    let hf = hh as f32 as f64 * 6.0 / 255.0;
+    let whole = floor_nonneg(hf);
+    let f = (hf - whole) as f32;
+    let whole = small_int(whole);
+    let sector = if whole >= 6 { whole - 6 } else { whole };
+    let fs = (us as f32 as f64 / 255.0) as f32;
+    let vf = maxc as f64;
+    // v · c with c in [0, 1]: in [0, 255], so rounding needs no clamp.
+    let p = small_int(round_nonneg(vf * (1.0 - fs as f64))) as u8;
+    let q = small_int(round_nonneg(vf * (1.0 - (fs * f) as f64))) as u8;
+    let t = small_int(round_nonneg(vf * (1.0 - fs as f64 * (1.0 - f as f64)))) as u8;
+    let v = maxc;
+    // Pillow's `switch (i % 6)`: (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q).
+    let o_r = match sector {
+        1 => q,
+        2 | 3 => p,
+        4 => t,
+        _ => v,
+    };
+    let o_g = match sector {
+        0 => t,
+        3 => q,
+        4 | 5 => p,
+        _ => v,
+    };
+    let o_b = match sector {
+        2 => t,
+        3 | 4 => v,
+        5 => q,
+        _ => p,
+    };
+    if us == 0 {
+        [v; 3]
+    } else {
+        [o_r, o_g, o_b]
+    }
+}
+
+/// `2⁵²`: adding it to a double in `[0, 2⁵²)` rounds it to an integer.
+const TWO_52: f64 = 4_503_599_627_370_496.0;
+
+/// `⌊x⌋` for `0 ≤ x < 2⁵²`, exactly, with arithmetic that vectorises on
+/// any x86-64 (no `floor` call, no saturating float-to-int conversion):
+/// `x + 2⁵² − 2⁵²` is `x` rounded to the nearest integer.
+#[inline(always)]
+fn floor_nonneg(x: f64) -> f64 {
+    let t = (x + TWO_52) - TWO_52;
+    if t > x {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
+/// C's `round` (half away from zero) of `0 ≤ x < 2⁵²`, as a double.
+#[inline(always)]
+fn round_nonneg(x: f64) -> f64 {
+    let t = floor_nonneg(x);
+    if x - t >= 0.5 {
+        t + 1.0
+    } else {
+        t
+    }
+}
+
+/// The integer `0 ≤ x < 2³¹` held in the double `x` (read from the low bits
+/// of `x + 2⁵²`, which vectorises, unlike a saturating `as` conversion).
+#[inline(always)]
+fn small_int(x: f64) -> i32 {
+    (x + TWO_52).to_bits() as u32 as i32
 }
 
 /// Quotient tables of Pillow's `rgb2hsv`, exactly its `f32` divisions:
@@ -421,8 +557,13 @@ mod tests {
     #[test]
     fn staged_hue_shift_equals_the_round_trip_on_every_colour() {
         let img = all_colours();
-        // Shifts 0, 1, 25, 128 and, wrapping below 0, 231 and 255.
-        for factor in [0.0f32, 1.5 / 255.0, 0.1, 0.5, -0.1, -1.5 / 255.0] {
+        // Shifts 0, 1, 25, 128 and, wrapping below 0, 231 and 255; the AVX2
+        // copy (where the CPU has it) and the portable one.
+        let cases = [0.0f32, 1.5 / 255.0, 0.1, 0.5, -0.1, -1.5 / 255.0]
+            .into_iter()
+            .flat_map(|f| [(f, false), (f, true)]);
+        for (factor, portable) in cases {
+            crate::augment::cpu::PORTABLE.with(|p| p.set(portable));
             let shift = ((factor as f64) * 255.0).trunc() as i64 as u8;
             let mut ours = img.clone();
             adjust_hue(&mut ours, factor);
@@ -435,7 +576,42 @@ mod tests {
                     *o != hsv_to_rgb(h.wrapping_add(shift), s, v)
                 })
                 .count();
-            assert_eq!(wrong, 0, "shift {shift}: {wrong} colours differ");
+            assert_eq!(
+                wrong, 0,
+                "shift {shift} (portable {portable}): {wrong} colours differ"
+            );
+        }
+    }
+
+    /// Brightness and contrast (`blend` of every byte with 0 or the mean
+    /// luma) equal the per-value `blend` for every byte value, and the mean
+    /// luma is the plain sum's, on both copies.
+    #[test]
+    fn brightness_and_contrast_equal_the_per_value_blend() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        // Every byte value in every channel, then noise (73 x 41 pixels).
+        let mut data: Vec<u8> = (0..=255u8).flat_map(|v| [v, 255 - v, v / 3]).collect();
+        data.extend((0..3 * (73 * 41 - 256)).map(|_| rng.random::<u8>()));
+        let img = RgbImage::from_raw(73, 41, data).unwrap();
+        let sum: u64 = img
+            .as_raw()
+            .chunks_exact(3)
+            .map(|p| luma(p[0], p[1], p[2]) as u64)
+            .sum();
+        let mean = (sum as f64 / (73 * 41) as f64 + 0.5) as u8;
+        for portable in [false, true] {
+            crate::augment::cpu::PORTABLE.with(|p| p.set(portable));
+            assert_eq!(luma_sum(img.as_raw()), sum);
+            for factor in [0.0f32, 0.6, 0.8312, 1.0, 1.2771, 1.4, 3.0] {
+                let (mut b, mut c) = (img.clone(), img.clone());
+                adjust_brightness(&mut b, factor);
+                adjust_contrast(&mut c, factor);
+                for ((&v, &bv), &cv) in img.as_raw().iter().zip(b.as_raw()).zip(c.as_raw()) {
+                    assert_eq!(bv, blend(0, v, factor), "brightness {factor} of {v}");
+                    assert_eq!(cv, blend(mean, v, factor), "contrast {factor} of {v}");
+                }
+            }
         }
     }
 
@@ -443,7 +619,11 @@ mod tests {
     #[test]
     fn saturation_equals_the_per_value_blend_on_every_colour() {
         let img = all_colours();
-        for factor in [0.0f32, 0.6, 0.9731, 1.3125, 1.4] {
+        let cases = [0.0f32, 0.6, 0.9731, 1.3125, 1.4]
+            .into_iter()
+            .flat_map(|f| [(f, false), (f, true)]);
+        for (factor, portable) in cases {
+            crate::augment::cpu::PORTABLE.with(|p| p.set(portable));
             let mut ours = img.clone();
             adjust_saturation(&mut ours, factor);
             let wrong = img
@@ -459,7 +639,10 @@ mod tests {
                     ]
                 })
                 .count();
-            assert_eq!(wrong, 0, "factor {factor}: {wrong} colours differ");
+            assert_eq!(
+                wrong, 0,
+                "factor {factor} (portable {portable}): {wrong} colours differ"
+            );
         }
     }
 }
