@@ -1,11 +1,13 @@
 //! `cargo run --release -p ssl-data --example bench_jpeg [-- DIR]`: where
-//! the time of the ImageNet recipe goes, per image on one core (2 views):
+//! the time of the ImageNet recipe goes, per image on one core (2 views;
+//! each item timed 5 times and the least kept, so that a shared machine's
+//! noise stays out):
 //! reading the file, decoding it whole or only the region the two crops
 //! need, the bilinear `RandomResizedCrop`, colour jitter, grayscale,
 //! Pillow's blur, flip, normalisation; then the loader's images/s with 1
 //! and 2 threads, decoding whole and in part.
 //!
-//! `DIR` is an image-folder root (`DIR/<class>/*.JPEG`); without it, 256
+//! `--loader` measures the loader only. `DIR` is an image-folder root (`DIR/<class>/*.JPEG`); without it, 256
 //! JPEGs of 500×375 at quality 90 are written to a temporary folder, as
 //! `bench_data` writes them.
 
@@ -38,15 +40,23 @@ fn write_jpegs(dir: &Path, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Microseconds per call of `f` over `items`, best of 3 passes.
+/// Mean microseconds per call of `f` over `items`, each item's time the
+/// least of 5 calls (the machine may be shared: the least is the run
+/// least disturbed by other processes).
 fn per_item<T>(items: &[T], mut f: impl FnMut(&T)) -> f64 {
-    (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            items.iter().for_each(&mut f);
-            t.elapsed().as_secs_f64() * 1e6 / items.len() as f64
+    let total: f64 = items
+        .iter()
+        .map(|item| {
+            (0..5)
+                .map(|_| {
+                    let t = Instant::now();
+                    f(item);
+                    t.elapsed().as_secs_f64()
+                })
+                .fold(f64::INFINITY, f64::min)
         })
-        .fold(f64::INFINITY, f64::min)
+        .sum();
+    total * 1e6 / items.len() as f64
 }
 
 fn union(a: CropBox, b: CropBox) -> CropBox {
@@ -81,7 +91,8 @@ fn images_per_second<D: Dataset + 'static>(loader: &Loader<D>, epochs: u64) -> a
 
 fn main() -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
-    let root = match std::env::args().nth(1) {
+    let loader_only = std::env::args().any(|a| a == "--loader");
+    let root = match std::env::args().skip(1).find(|a| a != "--loader") {
         Some(d) => d.into(),
         None => {
             write_jpegs(temp.path(), 256)?;
@@ -95,12 +106,21 @@ fn main() -> anyhow::Result<()> {
         .map(|(p, _)| std::fs::read(p))
         .collect::<Result<_, _>>()?;
     let n = files.len();
+    if loader_only {
+        return loader_rates(folder);
+    }
 
     let read = per_item(folder.entries(), |(p, _)| {
         std::hint::black_box(std::fs::read(p).unwrap());
     });
     let full = per_item(&files, |b| {
         std::hint::black_box(jpeg::decode(b).unwrap());
+    });
+    let header = per_item(&files, |b| {
+        std::hint::black_box(jpeg::read_header(b).unwrap());
+    });
+    let half = per_item(&files, |b| {
+        std::hint::black_box(jpeg::decode_scaled(b, 4).unwrap());
     });
     let images: Vec<RgbImage> = files.iter().map(|b| jpeg::decode(b).unwrap()).collect();
 
@@ -205,7 +225,9 @@ fn main() -> anyhow::Result<()> {
     println!("stage | µs per image (2 views, one core) over {n} files");
     for (what, t) in [
         ("read file", read),
+        ("read the JPEG header", header),
         ("decode whole (libjpeg-turbo)", full),
+        ("decode whole at 1/2 scale (DCT domain: other pixels)", half),
         ("decode the two crops' union", region),
         ("RandomResizedCrop bilinear x2", t_crop),
         ("colour jitter (p 0.8) x2", t_jitter - 0.8 * t_clone),
@@ -217,6 +239,11 @@ fn main() -> anyhow::Result<()> {
         println!("stage | {what} | {t:.0}");
     }
 
+    loader_rates(folder)
+}
+
+/// The loader's images/s on the ImageNet recipe with 1 and 2 threads.
+fn loader_rates(folder: ImageFolder) -> anyhow::Result<()> {
     let folder = Arc::new(folder);
     for threads in [1, 2] {
         let loader = Loader::new(

@@ -325,24 +325,40 @@ impl<D: Dataset> Shared<D> {
         let b = indices.len();
         let per_view = self.pipeline.output_len();
         let views = self.config.views;
-        let mut buffers: Vec<Vec<f32>> = (0..views).map(|_| vec![0f32; b * per_view]).collect();
+        let (h, w) = self.pipeline.output_size();
+        // The batch's tensors are allocated first and each thread copies its
+        // samples' views into them (no batch-sized staging buffer, no serial copy).
+        let tensors = (0..views)
+            .map(|_| {
+                Tensor::f_empty(
+                    [b as i64, 3, h as i64, w as i64],
+                    (Kind::Float, Device::Cpu),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let dest = Destination::new(&tensors, per_view)?;
         let mut labels = vec![-1i64; b];
-        // Transpose the [view][sample] chunks into one list of view slices per sample.
-        let mut per_sample: Vec<Vec<&mut [f32]>> =
-            (0..b).map(|_| Vec::with_capacity(views)).collect();
-        for buf in buffers.iter_mut() {
-            for (slot, chunk) in per_sample.iter_mut().zip(buf.chunks_exact_mut(per_view)) {
-                slot.push(chunk);
-            }
-        }
         let substitutes: Vec<Option<usize>> = self.pool.install(|| {
-            per_sample
-                .into_par_iter()
-                .zip(labels.par_iter_mut())
+            labels
+                .par_iter_mut()
                 .zip(indices.par_iter())
                 .enumerate()
-                .map(|(k, ((outs, label), &index))| {
-                    self.sample_into(epoch, order, lo + k, index, outs, label)
+                .map(|(k, (label, &index))| {
+                    SCRATCH.with(|cell| {
+                        let mut scratch = cell.borrow_mut();
+                        scratch.resize(views * per_view, 0.0);
+                        let outs = scratch.chunks_exact_mut(per_view).collect();
+                        let sub = self.sample_into(epoch, order, lo + k, index, outs, label)?;
+                        for (v, view) in scratch.chunks_exact(per_view).enumerate() {
+                            // SAFETY: sample `k` is this task's alone (one task per
+                            // sample), and `tensors` outlives `pool.install`.
+                            #[allow(unsafe_code)]
+                            unsafe {
+                                dest.write(v, k, view)
+                            };
+                        }
+                        Ok(sub)
+                    })
                 })
                 .collect::<Result<Vec<_>, DataError>>()
         })?;
@@ -352,7 +368,6 @@ impl<D: Dataset> Shared<D> {
                 *slot = j;
             }
         }
-        let (h, w) = self.pipeline.output_size();
         let pin = self.config.device.is_cuda();
         let to_tensor = |t: Tensor| -> Result<Tensor, DataError> {
             Ok(if pin {
@@ -361,9 +376,10 @@ impl<D: Dataset> Shared<D> {
                 t
             })
         };
-        let views = buffers
-            .iter()
-            .map(|buf| to_tensor(float_tensor(buf, &[b as i64, 3, h as i64, w as i64])?))
+        drop(dest);
+        let views = tensors
+            .into_iter()
+            .map(to_tensor)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Batch {
             views,
@@ -438,24 +454,69 @@ impl<D: Dataset> Shared<D> {
     }
 }
 
-/// A CPU `f32` tensor of `shape` holding `data`, copied with one serial
-/// `memcpy`. (`Tensor::from_slice` zero-fills first with an OpenMP-parallel
-/// kernel, whose spinning worker threads then compete with the loader's own.)
-fn float_tensor(data: &[f32], shape: &[i64]) -> Result<Tensor, DataError> {
-    let t = Tensor::f_empty(shape, (Kind::Float, Device::Cpu))?;
-    if t.numel() != data.len() {
-        return Err(DataError::InvalidParameter(format!(
-            "{} floats for a tensor of shape {shape:?}",
-            data.len()
-        )));
+thread_local! {
+    /// Each loader thread's buffer for the views of the sample it is building.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The batch's view tensors as raw memory the loader's threads copy the
+/// samples' views into: row `k` of every tensor is sample `k`'s.
+/// (`Tensor::from_slice` would first zero-fill with an OpenMP-parallel
+/// kernel, whose spinning threads compete with the loader's own, then copy
+/// serially.)
+struct Destination {
+    /// Address of each tensor's first `f32`.
+    bases: Vec<usize>,
+    /// `f32`s per row (one sample's view).
+    row: usize,
+    /// Rows per tensor.
+    rows: usize,
+}
+
+impl Destination {
+    /// Checks that every tensor is a contiguous CPU `f32` tensor of whole rows.
+    fn new(tensors: &[Tensor], row: usize) -> Result<Self, DataError> {
+        let mut bases = Vec::with_capacity(tensors.len());
+        let mut rows = 0;
+        for t in tensors {
+            let n = t.numel();
+            if t.kind() != Kind::Float
+                || t.device() != Device::Cpu
+                || !t.is_contiguous()
+                || row == 0
+                || n % row != 0
+            {
+                return Err(DataError::InvalidParameter(format!(
+                    "cannot fill a {:?} {:?} tensor of {n} values with rows of {row}",
+                    t.kind(),
+                    t.device()
+                )));
+            }
+            rows = n / row;
+            bases.push(t.data_ptr() as usize);
+        }
+        Ok(Self { bases, row, rows })
     }
-    // SAFETY: `t` is a tensor libtorch has just allocated, contiguous on the CPU with
-    // `data.len()` f32 elements, and nothing else refers to it yet.
+
+    /// Copies `data` (one row) into row `k` of tensor `v`.
+    ///
+    /// # Safety
+    /// The tensors are alive and not otherwise accessed until the last call
+    /// returns, and no two calls with the same `(v, k)` run at the same time.
     #[allow(unsafe_code)]
-    unsafe {
-        std::ptr::copy_nonoverlapping(data.as_ptr(), t.data_ptr() as *mut f32, data.len());
+    unsafe fn write(&self, v: usize, k: usize, data: &[f32]) {
+        assert!(v < self.bases.len() && k < self.rows && data.len() == self.row);
+        // SAFETY: tensor `v` holds `rows · row` contiguous f32s from `bases[v]`
+        // (checked in `new`), row `k` is in bounds (asserted), and the caller
+        // guarantees the memory is alive and this row is written by no one else.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                (self.bases[v] as *mut f32).add(k * self.row),
+                self.row,
+            );
+        }
     }
-    Ok(t)
 }
 
 /// The batches of one epoch, in order (see [`Loader::epoch`]).
