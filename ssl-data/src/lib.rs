@@ -4,12 +4,15 @@
 //!
 //! - Readers for the formats users download: [`cifar`] (CIFAR-10/100 binary),
 //!   [`stl10`], [`tiny_imagenet`], [`image_folder`] (ImageNet-style folders).
-//!   Binary files are memory-mapped, image files decoded on access.
+//!   Binary files are memory-mapped, image files decoded on access; JPEG
+//!   exactly as Pillow decodes it ([`jpeg`], libjpeg-turbo), whole or only
+//!   the part a crop needs.
 //! - [`synthetic`]: a learnable, class-structured dataset written in CIFAR format.
 //! - [`augment`]: the transforms of the published pipeline, matching
 //!   torchvision on PIL images, and the official release's recipes ([`Pipeline`]).
 //! - [`loader`]: shuffled multi-view batches as tch tensors, identical for
-//!   any thread count.
+//!   any thread count, with bounded memory (`prefetch + 1` batches) and an
+//!   option to skip unreadable files.
 //!
 //! ```no_run
 //! use std::sync::Arc;

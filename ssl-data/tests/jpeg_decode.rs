@@ -2,8 +2,8 @@
 //! itself with the venv's Pillow (sizes from 1×1 to 500×375, qualities 35 to
 //! 100, 4:4:4 / 4:2:2 / 4:2:0 chroma, baseline, optimised, progressive, with
 //! restart markers, greyscale, Adobe CMYK, CMYK without the Adobe marker,
-//! YCCK, extraneous bytes before the end marker, a progressive file whose
-//! last scans are missing), and our RGB must be
+//! YCCK, RGB-coded (Adobe transform 0), extraneous bytes before the end
+//! marker, a progressive file whose last scans are missing), and our RGB must be
 //! **bit-identical** to `PIL.Image.open(p).convert("RGB")` — 0 levels, since
 //! both run libjpeg-turbo with the same settings and the CMYK conversion is
 //! Pillow's integer arithmetic. Partial decodes must equal the full decode
@@ -89,6 +89,14 @@ def drop_adobe(b):
     i = adobe_at(b)
     b[i - 3] = 0xFE
 patched("cmyk_250x187_p0.jpg", "cmyk_noadobe_250x187.jpg", drop_adobe)
+# Three components stored as RGB: the JFIF marker (which implies YCbCr)
+# turned into a comment and an Adobe marker with transform 0 inserted after
+# SOI, so libjpeg applies no colour conversion (JCS_RGB).
+def adobe_rgb(b):
+    assert b[2:4] == b"\xff\xe0"
+    b[3] = 0xFE
+    b[2:2] = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
+patched("rgb_250x187_s0_q35_p0.jpg", "adobe_rgb_250x187.jpg", adobe_rgb)
 # Junk between the entropy data and EOI: a libjpeg warning, not an error.
 def extraneous(b):
     assert b[-2:] == b"\xff\xd9"
@@ -181,7 +189,7 @@ fn jpeg_decoding_is_bit_identical_to_pillow() {
         assert_eq!(header.progressive, *progressive, "{name}");
         let expected_cs = match mode.as_str() {
             "L" => vec![JpegColorspace::Gray],
-            "RGB" => vec![JpegColorspace::YCbCr],
+            "RGB" => vec![JpegColorspace::YCbCr, JpegColorspace::Rgb],
             "CMYK" => vec![JpegColorspace::Cmyk, JpegColorspace::Ycck],
             m => panic!("{name}: mode {m}"),
         };
@@ -214,7 +222,7 @@ fn jpeg_decoding_is_bit_identical_to_pillow() {
     // Every colour space the module converts was exercised.
     assert_eq!(
         seen.into_iter().collect::<Vec<_>>(),
-        ["Cmyk", "Gray", "YCbCr", "Ycck"],
+        ["Cmyk", "Gray", "Rgb", "YCbCr", "Ycck"],
         "colour spaces covered"
     );
 }
