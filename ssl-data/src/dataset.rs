@@ -1,5 +1,6 @@
 //! The random-access dataset interface the loader draws from.
 
+use crate::augment::random_resized_crop::CropBox;
 use crate::error::DataError;
 use crate::image::RgbImage;
 
@@ -29,6 +30,35 @@ pub trait Dataset: Send + Sync {
 
     /// Decodes sample `index` (`0..len()`).
     fn get(&self, index: usize) -> Result<Sample, DataError>;
+
+    /// Decodes sample `index` for a caller that reads only part of it:
+    /// `need(height, width)` is told the image's size before it is decoded
+    /// and answers the box it will read (`None`: all of it). The returned
+    /// image covers at least that box, its top-left pixel at `origin` of
+    /// the whole image. Readers that can decode part of an image cheaply
+    /// (JPEG files: [`crate::jpeg::decode_region`]) override this; the
+    /// default decodes the whole image.
+    fn get_part(
+        &self,
+        index: usize,
+        need: &mut dyn FnMut(usize, usize) -> Option<CropBox>,
+    ) -> Result<PartSample, DataError> {
+        let sample = self.get(index)?;
+        need(sample.image.height(), sample.image.width());
+        Ok(PartSample {
+            sample,
+            origin: (0, 0),
+        })
+    }
+}
+
+/// A sample of which only part may have been decoded ([`Dataset::get_part`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartSample {
+    /// The decoded pixels (all of the image, or a rectangle of it) and the label.
+    pub sample: Sample,
+    /// `(left, top)` of `sample.image` in the whole image.
+    pub origin: (usize, usize),
 }
 
 /// Samples already in memory (tests, benches, small user data).

@@ -75,16 +75,27 @@ impl RgbImage {
         planes
     }
 
-    /// Decodes a JPEG or PNG file and converts it to RGB (grey and RGBA
-    /// images as PIL's `convert("RGB")` does: grey replicated, alpha dropped).
-    /// `entry` is the sample's index, for the error message.
+    /// Decodes a JPEG or PNG file to RGB as `PIL.Image.open(path).convert("RGB")`
+    /// does: JPEG through libjpeg-turbo with Pillow's settings, bit for bit
+    /// ([`crate::jpeg`]); other formats (PNG) through the `image` crate (grey
+    /// replicated, alpha dropped). The format is told by the file's first
+    /// bytes, as Pillow does, not by its extension. `entry` is the sample's
+    /// index, for the error message.
     pub fn decode_file(path: &Path, entry: usize) -> Result<Self, DataError> {
         let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-        let decoded = image::load_from_memory(&bytes).map_err(|e| DataError::Decode {
+        Self::decode_bytes(&bytes).map_err(|message| DataError::Decode {
             path: path.to_path_buf(),
             entry,
-            message: e.to_string(),
-        })?;
+            message,
+        })
+    }
+
+    /// [`RgbImage::decode_file`] on the bytes of a file.
+    pub fn decode_bytes(bytes: &[u8]) -> Result<Self, String> {
+        if crate::jpeg::is_jpeg(bytes) {
+            return crate::jpeg::decode(bytes);
+        }
+        let decoded = image::load_from_memory(bytes).map_err(|e| e.to_string())?;
         let rgb = decoded.into_rgb8();
         let (w, h) = (rgb.width() as usize, rgb.height() as usize);
         Ok(Self {

@@ -4,19 +4,24 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::dataset::{Dataset, Sample};
+use crate::augment::random_resized_crop::CropBox;
+use crate::dataset::{Dataset, PartSample, Sample};
 use crate::error::DataError;
 use crate::image::RgbImage;
+use crate::jpeg;
 
 /// Extensions read (case-insensitive): the subset of torchvision's
 /// `IMG_EXTENSIONS` this crate decodes.
 pub const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
-/// A list of labelled image files, decoded on [`Dataset::get`].
+/// A list of labelled image files, decoded on [`Dataset::get`] (JPEG as
+/// Pillow decodes it, [`crate::jpeg`]). [`Dataset::get_part`] decodes only
+/// the part of a JPEG a crop needs, with the same pixels there.
 #[derive(Clone, Debug)]
 pub struct ImageFolder {
     classes: Vec<String>,
     entries: Vec<(PathBuf, u32)>,
+    partial_decode: bool,
 }
 
 impl ImageFolder {
@@ -51,7 +56,11 @@ impl ImageFolder {
                 });
             }
         }
-        Ok(Self { classes, entries })
+        Ok(Self {
+            classes,
+            entries,
+            partial_decode: true,
+        })
     }
 
     /// Wraps an explicit list of `(file, class)`; fails on a class `>= classes.len()`.
@@ -65,7 +74,20 @@ impl ImageFolder {
                 message: format!("class {c} is outside 0..{}", classes.len()),
             });
         }
-        Ok(Self { classes, entries })
+        Ok(Self {
+            classes,
+            entries,
+            partial_decode: true,
+        })
+    }
+
+    /// The same folder decoding every JPEG whole in [`Dataset::get_part`]
+    /// (`false`) or, the default, only the part asked for (`true`). The
+    /// pixels a caller reads are the same either way; this exists to
+    /// compare the two.
+    pub fn with_partial_decode(mut self, partial: bool) -> Self {
+        self.partial_decode = partial;
+        self
     }
 
     /// Class names; index = label.
@@ -123,6 +145,41 @@ impl Dataset for ImageFolder {
         Ok(Sample {
             image: RgbImage::decode_file(path, index)?,
             label: Some(*label),
+        })
+    }
+
+    fn get_part(
+        &self,
+        index: usize,
+        need: &mut dyn FnMut(usize, usize) -> Option<CropBox>,
+    ) -> Result<PartSample, DataError> {
+        let (path, label) = self.entries.get(index).ok_or(DataError::IndexOutOfRange {
+            index,
+            len: self.entries.len(),
+        })?;
+        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+        let bad = |message: String| DataError::Decode {
+            path: path.to_path_buf(),
+            entry: index,
+            message,
+        };
+        let label = Some(*label);
+        if !(self.partial_decode && jpeg::is_jpeg(&bytes)) {
+            let image = RgbImage::decode_bytes(&bytes).map_err(bad)?;
+            need(image.height(), image.width());
+            return Ok(PartSample {
+                sample: Sample { image, label },
+                origin: (0, 0),
+            });
+        }
+        let header = jpeg::read_header(&bytes).map_err(bad)?;
+        let (image, left, top) = match need(header.height, header.width) {
+            Some(b) => jpeg::decode_region(&bytes, &header, b).map_err(bad)?,
+            None => (jpeg::decode(&bytes).map_err(bad)?, 0, 0),
+        };
+        Ok(PartSample {
+            sample: Sample { image, label },
+            origin: (left, top),
         })
     }
 }

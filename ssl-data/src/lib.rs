@@ -4,12 +4,15 @@
 //!
 //! - Readers for the formats users download: [`cifar`] (CIFAR-10/100 binary),
 //!   [`stl10`], [`tiny_imagenet`], [`image_folder`] (ImageNet-style folders).
-//!   Binary files are memory-mapped, image files decoded on access.
+//!   Binary files are memory-mapped, image files decoded on access; JPEG
+//!   exactly as Pillow decodes it ([`jpeg`], libjpeg-turbo), whole or only
+//!   the part a crop needs.
 //! - [`synthetic`]: a learnable, class-structured dataset written in CIFAR format.
 //! - [`augment`]: the transforms of the published pipeline, matching
 //!   torchvision on PIL images, and the official release's recipes ([`Pipeline`]).
 //! - [`loader`]: shuffled multi-view batches as tch tensors, identical for
-//!   any thread count.
+//!   any thread count, with bounded memory (`prefetch + 1` batches) and an
+//!   option to skip unreadable files.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -28,6 +31,7 @@ pub mod dataset;
 pub mod error;
 pub mod image;
 pub mod image_folder;
+pub mod jpeg;
 pub mod loader;
 pub mod mapped_file;
 pub mod seed;
@@ -38,11 +42,11 @@ pub mod tiny_imagenet;
 pub use augment::normalize::Normalize;
 pub use augment::pipeline::{DatasetKind, Draw, Pipeline, Step};
 pub use cifar::{CifarBinary, CifarKind, CifarSplit};
-pub use dataset::{Dataset, InMemoryDataset, Sample};
+pub use dataset::{Dataset, InMemoryDataset, PartSample, Sample};
 pub use error::DataError;
 pub use image::RgbImage;
 pub use image_folder::ImageFolder;
-pub use loader::{Batch, EpochBatches, Loader, LoaderConfig, Shard};
+pub use loader::{Batch, EpochBatches, Loader, LoaderConfig, Shard, Skipped};
 pub use stl10::{Stl10, Stl10Split};
 pub use synthetic::{open_synthetic, write_synthetic_cifar, SyntheticConfig};
 pub use tiny_imagenet::{open_tiny_imagenet, TinyImageNetSplit};

@@ -7,6 +7,24 @@
 //! threads. Samples of a batch are decoded and augmented in parallel on a
 //! rayon pool of `threads` threads; a background thread builds up to
 //! `prefetch` batches ahead of the consumer.
+//!
+//! All random choices of a sample's views are drawn before its image is
+//! decoded ([`Pipeline::plan`]: they depend on the image's size only), so a
+//! reader that can decode part of an image ([`Dataset::get_part`], JPEG
+//! files) decodes only the union of the views' crop boxes.
+//!
+//! **Memory.** A batch is `views × B × 3 H W` floats (plus labels). While
+//! the consumer holds one batch, the background thread has at most
+//! `prefetch` more: `prefetch − 1` waiting in the channel and one it cannot
+//! hand over yet. So at most `prefetch + 1` batches exist at a time, plus,
+//! per worker thread, the one image it is decoding and its views.
+//!
+//! **Unreadable files.** By default a sample that cannot be decoded stops
+//! the epoch with its error (naming the file). With
+//! [`LoaderConfig::skip_unreadable`], it is replaced by the next readable
+//! sample of the epoch's order (augmented with the failed sample's random
+//! stream, so the batch keeps its size and stays the same for any thread
+//! count), and counted: [`Loader::skipped`].
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -48,6 +66,9 @@ pub struct LoaderConfig {
     pub device: Device,
     /// Which part of every epoch this loader draws (data-parallel training).
     pub shard: Shard,
+    /// Replace samples whose file cannot be decoded by the next readable
+    /// one instead of failing (see the module doc); off by default.
+    pub skip_unreadable: bool,
 }
 
 /// Part `rank` of `count` of every epoch, with the contract of PyTorch's
@@ -101,6 +122,7 @@ impl LoaderConfig {
             drop_last: true,
             device: Device::Cpu,
             shard: Shard::WHOLE,
+            skip_unreadable: false,
         }
     }
 }
@@ -132,12 +154,25 @@ impl Batch {
     }
 }
 
+/// The samples a loader skipped because their files could not be decoded
+/// ([`LoaderConfig::skip_unreadable`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Skipped {
+    /// How many decoding failures were met: a bad file counts each time it
+    /// is tried (once an epoch, and again if it comes up as a substitute).
+    pub count: usize,
+    /// Each unreadable sample once, by dataset index, with its error
+    /// message (which names the file).
+    pub samples: std::collections::BTreeMap<usize, String>,
+}
+
 #[derive(Debug)]
 struct Shared<D> {
     dataset: Arc<D>,
     pipeline: Pipeline,
     config: LoaderConfig,
     pool: rayon::ThreadPool,
+    skipped: std::sync::Mutex<Skipped>,
 }
 
 /// Draws batches of augmented views from a dataset.
@@ -183,8 +218,19 @@ impl<D: Dataset + 'static> Loader<D> {
                 pipeline,
                 config,
                 pool,
+                skipped: std::sync::Mutex::new(Skipped::default()),
             }),
         })
+    }
+
+    /// The samples skipped so far because their files could not be decoded
+    /// ([`LoaderConfig::skip_unreadable`]), over every epoch this loader built.
+    pub fn skipped(&self) -> Skipped {
+        self.shared
+            .skipped
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 
     /// The configuration.
@@ -279,32 +325,49 @@ impl<D: Dataset> Shared<D> {
         let b = indices.len();
         let per_view = self.pipeline.output_len();
         let views = self.config.views;
-        let mut buffers: Vec<Vec<f32>> = (0..views).map(|_| vec![0f32; b * per_view]).collect();
+        let (h, w) = self.pipeline.output_size();
+        // The batch's tensors are allocated first and each thread copies its
+        // samples' views into them (no batch-sized staging buffer, no serial copy).
+        let tensors = (0..views)
+            .map(|_| {
+                Tensor::f_empty(
+                    [b as i64, 3, h as i64, w as i64],
+                    (Kind::Float, Device::Cpu),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let dest = Destination::new(&tensors, per_view)?;
         let mut labels = vec![-1i64; b];
-        // Transpose the [view][sample] chunks into one list of view slices per sample.
-        let mut per_sample: Vec<Vec<&mut [f32]>> =
-            (0..b).map(|_| Vec::with_capacity(views)).collect();
-        for buf in buffers.iter_mut() {
-            for (slot, chunk) in per_sample.iter_mut().zip(buf.chunks_exact_mut(per_view)) {
-                slot.push(chunk);
+        let substitutes: Vec<Option<usize>> = self.pool.install(|| {
+            labels
+                .par_iter_mut()
+                .zip(indices.par_iter())
+                .enumerate()
+                .map(|(k, (label, &index))| {
+                    SCRATCH.with(|cell| {
+                        let mut scratch = cell.borrow_mut();
+                        scratch.resize(views * per_view, 0.0);
+                        let outs = scratch.chunks_exact_mut(per_view).collect();
+                        let sub = self.sample_into(epoch, order, lo + k, index, outs, label)?;
+                        for (v, view) in scratch.chunks_exact(per_view).enumerate() {
+                            // SAFETY: sample `k` is this task's alone (one task per
+                            // sample), and `tensors` outlives `pool.install`.
+                            #[allow(unsafe_code)]
+                            unsafe {
+                                dest.write(v, k, view)
+                            };
+                        }
+                        Ok(sub)
+                    })
+                })
+                .collect::<Result<Vec<_>, DataError>>()
+        })?;
+        let mut indices = indices;
+        for (slot, sub) in indices.iter_mut().zip(substitutes) {
+            if let Some(j) = sub {
+                *slot = j;
             }
         }
-        self.pool.install(|| {
-            per_sample
-                .into_par_iter()
-                .zip(labels.par_iter_mut())
-                .zip(indices.par_iter())
-                .try_for_each(|((outs, label), &index)| {
-                    let sample = self.dataset.get(index)?;
-                    *label = sample.label.map_or(-1, i64::from);
-                    let mut rng = sample_rng(self.config.seed, epoch, index);
-                    for out in outs {
-                        self.pipeline.apply_into(&sample.image, &mut rng, out)?;
-                    }
-                    Ok::<(), DataError>(())
-                })
-        })?;
-        let (h, w) = self.pipeline.output_size();
         let pin = self.config.device.is_cuda();
         let to_tensor = |t: Tensor| -> Result<Tensor, DataError> {
             Ok(if pin {
@@ -313,9 +376,10 @@ impl<D: Dataset> Shared<D> {
                 t
             })
         };
-        let views = buffers
-            .iter()
-            .map(|buf| to_tensor(float_tensor(buf, &[b as i64, 3, h as i64, w as i64])?))
+        drop(dest);
+        let views = tensors
+            .into_iter()
+            .map(to_tensor)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Batch {
             views,
@@ -323,26 +387,136 @@ impl<D: Dataset> Shared<D> {
             indices,
         })
     }
+
+    /// Decodes sample `index` (at `pos` in the epoch's `order`) and writes its
+    /// views into `outs`. With `skip_unreadable`, an undecodable file is
+    /// replaced by the next readable sample of `order` (wrapping), augmented
+    /// with `index`'s random stream; returns the substitute's index, if any.
+    fn sample_into(
+        &self,
+        epoch: u64,
+        order: &[usize],
+        pos: usize,
+        index: usize,
+        outs: Vec<&mut [f32]>,
+        label: &mut i64,
+    ) -> Result<Option<usize>, DataError> {
+        let mut source = index;
+        let mut tries = 0;
+        loop {
+            let mut rng = sample_rng(self.config.seed, epoch, index);
+            let mut plans = Vec::with_capacity(outs.len());
+            let mut plan_error = None;
+            let part = self.dataset.get_part(source, &mut |h, w| {
+                for _ in 0..outs.len() {
+                    match self.pipeline.plan(h, w, &mut rng) {
+                        Ok(p) => plans.push(p),
+                        Err(e) => plan_error = Some(e),
+                    }
+                }
+                self.pipeline.region_needed(&plans)
+            });
+            match part {
+                Ok(part) => {
+                    if let Some(e) = plan_error {
+                        return Err(e);
+                    }
+                    *label = part.sample.label.map_or(-1, i64::from);
+                    for (out, plan) in outs.into_iter().zip(&plans) {
+                        self.pipeline.apply_plan_into(
+                            &part.sample.image,
+                            part.origin,
+                            plan,
+                            out,
+                        )?;
+                    }
+                    return Ok((source != index).then_some(source));
+                }
+                Err(e @ DataError::Decode { .. }) if self.config.skip_unreadable => {
+                    let mut skipped = self.skipped.lock().unwrap_or_else(|p| p.into_inner());
+                    skipped.count += 1;
+                    skipped
+                        .samples
+                        .entry(source)
+                        .or_insert_with(|| e.to_string());
+                    drop(skipped);
+                    tries += 1;
+                    if tries >= order.len() {
+                        return Err(DataError::InvalidParameter(format!(
+                            "no sample of the epoch could be decoded (the last error: {e})"
+                        )));
+                    }
+                    source = order[(pos + tries) % order.len()];
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
 
-/// A CPU `f32` tensor of `shape` holding `data`, copied with one serial
-/// `memcpy`. (`Tensor::from_slice` zero-fills first with an OpenMP-parallel
-/// kernel, whose spinning worker threads then compete with the loader's own.)
-fn float_tensor(data: &[f32], shape: &[i64]) -> Result<Tensor, DataError> {
-    let t = Tensor::f_empty(shape, (Kind::Float, Device::Cpu))?;
-    if t.numel() != data.len() {
-        return Err(DataError::InvalidParameter(format!(
-            "{} floats for a tensor of shape {shape:?}",
-            data.len()
-        )));
+thread_local! {
+    /// Each loader thread's buffer for the views of the sample it is building.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The batch's view tensors as raw memory the loader's threads copy the
+/// samples' views into: row `k` of every tensor is sample `k`'s.
+/// (`Tensor::from_slice` would first zero-fill with an OpenMP-parallel
+/// kernel, whose spinning threads compete with the loader's own, then copy
+/// serially.)
+struct Destination {
+    /// Address of each tensor's first `f32`.
+    bases: Vec<usize>,
+    /// `f32`s per row (one sample's view).
+    row: usize,
+    /// Rows per tensor.
+    rows: usize,
+}
+
+impl Destination {
+    /// Checks that every tensor is a contiguous CPU `f32` tensor of whole rows.
+    fn new(tensors: &[Tensor], row: usize) -> Result<Self, DataError> {
+        let mut bases = Vec::with_capacity(tensors.len());
+        let mut rows = 0;
+        for t in tensors {
+            let n = t.numel();
+            if t.kind() != Kind::Float
+                || t.device() != Device::Cpu
+                || !t.is_contiguous()
+                || row == 0
+                || n % row != 0
+            {
+                return Err(DataError::InvalidParameter(format!(
+                    "cannot fill a {:?} {:?} tensor of {n} values with rows of {row}",
+                    t.kind(),
+                    t.device()
+                )));
+            }
+            rows = n / row;
+            bases.push(t.data_ptr() as usize);
+        }
+        Ok(Self { bases, row, rows })
     }
-    // SAFETY: `t` is a tensor libtorch has just allocated, contiguous on the CPU with
-    // `data.len()` f32 elements, and nothing else refers to it yet.
+
+    /// Copies `data` (one row) into row `k` of tensor `v`.
+    ///
+    /// # Safety
+    /// The tensors are alive and not otherwise accessed until the last call
+    /// returns, and no two calls with the same `(v, k)` run at the same time.
     #[allow(unsafe_code)]
-    unsafe {
-        std::ptr::copy_nonoverlapping(data.as_ptr(), t.data_ptr() as *mut f32, data.len());
+    unsafe fn write(&self, v: usize, k: usize, data: &[f32]) {
+        assert!(v < self.bases.len() && k < self.rows && data.len() == self.row);
+        // SAFETY: tensor `v` holds `rows · row` contiguous f32s from `bases[v]`
+        // (checked in `new`), row `k` is in bounds (asserted), and the caller
+        // guarantees the memory is alive and this row is written by no one else.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                (self.bases[v] as *mut f32).add(k * self.row),
+                self.row,
+            );
+        }
     }
-    Ok(t)
 }
 
 /// The batches of one epoch, in order (see [`Loader::epoch`]).

@@ -253,3 +253,70 @@ fn shard_parts_are_equal_disjoint_and_cover_the_epoch() {
         vec![3, 1, 2]
     );
 }
+
+/// Counts the samples the loader asks for.
+#[derive(Debug)]
+struct CountingDataset {
+    inner: Arc<InMemoryDataset>,
+    fetched: std::sync::atomic::AtomicUsize,
+}
+
+impl Dataset for CountingDataset {
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn num_classes(&self) -> usize {
+        self.inner.num_classes()
+    }
+    fn get(&self, index: usize) -> Result<Sample, ssl_data::DataError> {
+        self.fetched
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get(index)
+    }
+}
+
+/// Memory stays bounded: while the consumer holds a batch, the loader has
+/// built exactly `prefetch` more and waits; each batch taken lets one more
+/// be built. (`fetched / B` batches exist at most at any time.)
+#[test]
+fn the_loader_builds_at_most_prefetch_batches_ahead() {
+    let wait_for = |ds: &CountingDataset, n: usize| {
+        let start = std::time::Instant::now();
+        while ds.fetched.load(std::sync::atomic::Ordering::SeqCst) < n
+            && start.elapsed() < std::time::Duration::from_secs(20)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // Then give it time to overshoot, if it would.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        ds.fetched.load(std::sync::atomic::Ordering::SeqCst)
+    };
+    let b = 4;
+    for prefetch in [1, 2, 4] {
+        let ds = Arc::new(CountingDataset {
+            inner: dataset(64),
+            fetched: Default::default(),
+        });
+        let cfg = LoaderConfig {
+            prefetch,
+            batch_size: b,
+            ..config(2)
+        };
+        let loader =
+            Loader::new(ds.clone(), Pipeline::ssl_small(DatasetKind::Cifar10), cfg).unwrap();
+        let mut epoch = loader.epoch(0);
+        let held = epoch.next().unwrap().unwrap();
+        assert_eq!(
+            wait_for(&ds, (prefetch + 1) * b),
+            (prefetch + 1) * b,
+            "prefetch {prefetch}"
+        );
+        let second = epoch.next().unwrap().unwrap();
+        assert_eq!(
+            wait_for(&ds, (prefetch + 2) * b),
+            (prefetch + 2) * b,
+            "prefetch {prefetch}"
+        );
+        drop((held, second));
+    }
+}

@@ -32,12 +32,18 @@
 //!   The normalised outputs must agree to 1e-6 (one 8-bit level is more
 //!   than 1e-2), and the release must draw exactly as many values of the
 //!   same kinds in the same order.
+//! - `the_loader_on_jpeg_files_gives_the_release_output`: end to end, the
+//!   loader's batches from JPEG files (decoded in part, by libjpeg-turbo)
+//!   against the release's ImageNet pipeline on torchvision's
+//!   `Image.open(f).convert("RGB")` of the same files, replaying the
+//!   loader's random choices.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{json, Value};
 use ssl_data::augment::resize::{resize, Interpolation};
-use ssl_data::{DatasetKind, Draw, Pipeline, RgbImage, Step};
+use ssl_data::loader::sample_rng;
+use ssl_data::{DatasetKind, Draw, ImageFolder, Loader, LoaderConfig, Pipeline, RgbImage, Step};
 use tch::Tensor;
 
 /// The release's pipelines as torchvision objects, a describer, and a
@@ -173,7 +179,12 @@ pipelines = {name: make() for name, make in RECIPES.items()}
 out = []
 for i, task in enumerate(json.load(open(f"{d}/tasks.json"))):
     queue[:] = [tuple(x) for x in task["draws"]]
-    img = Image.fromarray(np.load(f"{d}/img_{task['image']}.npy"))
+    if "file" in task:
+        # torchvision's ImageFolder loader (datasets.folder.pil_loader).
+        with open(task["file"], "rb") as f:
+            img = Image.open(f).convert("RGB")
+    else:
+        img = Image.fromarray(np.load(f"{d}/img_{task['image']}.npy"))
     x = pipelines[task["recipe"]](img)
     if queue:
         raise AssertionError(f"task {i} ({task['recipe']}): ours drew {queue} beyond what the release draws")
@@ -507,5 +518,79 @@ fn recipes_give_the_release_output_on_the_same_random_choices() {
         report.is_empty(),
         "outputs that differ from the release's on the same random choices:\n{}",
         report.join("\n")
+    );
+}
+
+/// JPEG files for the end-to-end test: Pillow-written, of several sizes,
+/// subsamplings, progressive, grey and CMYK.
+const JPEGS: &str = r#"
+import sys, os
+import numpy as np
+from PIL import Image
+d = sys.argv[1]
+rng = np.random.default_rng(17)
+for i in range(12):
+    w, h = [(500, 375), (375, 500), (320, 240), (257, 199)][i % 4]
+    im = Image.fromarray(rng.integers(0, 256, (h // 6, w // 6, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+    if i == 5:
+        im = im.convert("L")
+    if i == 7:
+        im = im.convert("CMYK")
+    os.makedirs(os.path.join(d, "c"), exist_ok=True)
+    im.save(os.path.join(d, "c", f"{i:02d}.JPEG"), quality=[70, 90, 95][i % 3],
+            subsampling=[2, 1, 0][i % 3], progressive=(i % 4 == 3))
+"#;
+
+#[test]
+fn the_loader_on_jpeg_files_gives_the_release_output() {
+    let dir = test_support::scratch_dir();
+    let root = dir.path().join("folder");
+    test_support::run_python(JPEGS, &[root.to_str().unwrap()]);
+    let folder = std::sync::Arc::new(ImageFolder::open(&root).unwrap());
+    let pipeline = Pipeline::ssl_imagenet();
+    let cfg = LoaderConfig {
+        threads: 2,
+        ..LoaderConfig::new(4, 2, 23)
+    };
+    let loader = Loader::new(folder.clone(), pipeline.clone(), cfg).unwrap();
+    let epoch = 1;
+    let mut tasks = Vec::new();
+    let mut ours = Vec::new();
+    for batch in loader.epoch(epoch) {
+        let batch = batch.unwrap();
+        for (row, &index) in batch.indices.iter().enumerate() {
+            // The loader's draws for this sample: its stream, views in order.
+            let (path, _) = &folder.entries()[index];
+            let bytes = std::fs::read(path).unwrap();
+            let header = ssl_data::jpeg::read_header(&bytes).unwrap();
+            let mut rng = sample_rng(23, epoch, index);
+            for view in &batch.views {
+                let draws = pipeline
+                    .plan(header.height, header.width, &mut rng)
+                    .unwrap();
+                tasks.push(json!({
+                    "recipe": "ssl_imagenet",
+                    "file": path.to_str().unwrap(),
+                    "draws": draws_json(&draws),
+                }));
+                ours.push(Vec::<f32>::try_from(&view.get(row as i64).flatten(0, -1)).unwrap());
+            }
+        }
+    }
+    assert_eq!(ours.len(), 2 * 12);
+    let d = dir.path();
+    std::fs::write(d.join("tasks.json"), serde_json::to_string(&tasks).unwrap()).unwrap();
+    test_support::run_python(RELEASE, &["replay", d.to_str().unwrap()]);
+    let theirs = Vec::<f32>::try_from(&Tensor::read_npy(d.join("out.npy")).unwrap()).unwrap();
+    let mine: Vec<f32> = ours.concat();
+    assert_eq!(theirs.len(), mine.len());
+    let max = mine
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        max <= 1e-6,
+        "the loader's views differ from the release's pipeline on the same files (max {max})"
     );
 }

@@ -232,6 +232,12 @@ pub struct DataConfig {
     /// (what they are scored on). Empty: no evaluation, with a note.
     #[serde(default)]
     pub eval_path: PathBuf,
+    /// Replace an image whose file cannot be decoded by the next readable
+    /// one instead of stopping the run; the skipped files are counted and
+    /// named in the run's notes at the end of each epoch. Off: a bad file
+    /// stops the run with an error naming it.
+    #[serde(default)]
+    pub skip_unreadable: bool,
 }
 
 /// `[model]`: encoder and projection head (paper §5: ResNet + MLP head).
@@ -354,6 +360,7 @@ impl Config {
                 std: Vec::new(),
                 measure_stats: false,
                 eval_path: PathBuf::new(),
+                skip_unreadable: false,
             },
             model: ModelConfig {
                 arch: if imagenet { "resnet50" } else { "resnet18" }.into(),

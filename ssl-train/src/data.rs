@@ -53,6 +53,16 @@ impl Dataset for AnyDataset {
     fn get(&self, index: usize) -> Result<Sample, DataError> {
         self.inner.get(index)
     }
+    fn get_part(
+        &self,
+        index: usize,
+        need: &mut dyn FnMut(
+            usize,
+            usize,
+        ) -> Option<ssl_data::augment::random_resized_crop::CropBox>,
+    ) -> Result<ssl_data::PartSample, DataError> {
+        self.inner.get_part(index, need)
+    }
 }
 
 /// The splits of a run and their transforms.
@@ -410,6 +420,7 @@ pub fn ssl_loader(
     lc.threads = threads(cfg);
     lc.device = device;
     lc.shard = shard;
+    lc.skip_unreadable = cfg.data.skip_unreadable;
     if splits.ssl.len() < lc.batch_size {
         bail!(
             "data.batch_size = {} is larger than the SSL split ({} images)",

@@ -324,6 +324,8 @@ pub struct Trainer {
     checkpoint: PathBuf,
     config_json: serde_json::Value,
     notes: Vec<String>,
+    /// Unreadable samples already reported in a note (`data.skip_unreadable`).
+    skipped_reported: std::collections::BTreeSet<usize>,
     resumed: bool,
     epoch: Option<EpochProgress>,
     outcome: TrainOutcome,
@@ -516,6 +518,7 @@ impl Trainer {
             checkpoint,
             config_json,
             notes,
+            skipped_reported: Default::default(),
             resumed: b.resume,
             epoch: None,
             session: Instant::now(),
@@ -713,6 +716,7 @@ impl Trainer {
         };
         let epochs_done = progress.epoch + 1;
         self.outcome.epochs_done = epochs_done;
+        self.note_skipped();
         self.outcome.steps_done = self.step;
         let checkpoint = if !self.is_root() {
             None
@@ -811,6 +815,33 @@ impl Trainer {
         .map(Some)
     }
 
+    /// A note naming the files `data.skip_unreadable` replaced since the
+    /// last such note (drained with the other notes).
+    fn note_skipped(&mut self) {
+        let skipped = self.loader.skipped();
+        let new: Vec<&String> = skipped
+            .samples
+            .iter()
+            .filter(|(i, _)| !self.skipped_reported.contains(i))
+            .map(|(_, m)| m)
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let mut text = format!(
+            "data.skip_unreadable: {} unreadable image(s) replaced so far ({} failed reads); new: {}",
+            skipped.samples.len(),
+            skipped.count,
+            new.iter().take(5).map(|m| m.as_str()).collect::<Vec<_>>().join("; ")
+        );
+        if new.len() > 5 {
+            text.push_str(&format!(" and {} more", new.len() - 5));
+        }
+        self.skipped_reported
+            .extend(skipped.samples.keys().copied());
+        self.notes.push(text);
+    }
+
     fn drain_notes(&mut self, cb: &mut dyn Callbacks) -> Result<()> {
         for text in std::mem::take(&mut self.notes) {
             callback(cb.on_event(&Event::Note { text }))?;
@@ -880,6 +911,7 @@ impl Trainer {
                 }
             }
             let report = self.end_epoch()?;
+            self.drain_notes(cb)?;
             if self.is_root() {
                 callback(cb.on_event(&Event::EpochEnded {
                     epoch: report.epoch,

@@ -403,3 +403,51 @@ fn a_folder_of_images_trains_and_evaluates_only_when_labelled() {
     let err = Trainer::new(tiny(out.path(), "missing", &kv)).unwrap_err();
     assert!(err.to_string().contains("nowhere"), "{err}");
 }
+
+/// A folder with a damaged file: by default the run stops with an error
+/// naming it; with `data.skip_unreadable` it trains and a note names it.
+#[test]
+fn an_unreadable_image_stops_the_run_unless_skipped_and_then_is_named() {
+    let out = scratch_dir();
+    let flat = out.path().join("flat");
+    write_pngs(&flat, 64, 7);
+    std::fs::write(flat.join("010.png"), b"\x89PNG\r\n\x1a\n not an image").unwrap();
+    let flat_s = flat.display().to_string();
+    let base = [
+        ("data.dataset", "folder"),
+        ("data.path", flat_s.as_str()),
+        ("data.crop", "32"),
+        ("data.subset", "0"),
+        ("optim.epochs", "1"),
+    ];
+    let run = |name: &str, extra: &[(&str, &str)]| {
+        let mut kv = base.to_vec();
+        kv.extend_from_slice(extra);
+        let mut t = Trainer::new(tiny(out.path(), name, &kv)).unwrap();
+        let mut events = Vec::new();
+        let outcome = t.fit(
+            &mut |e: &Event| events.push(e.clone()),
+            &AtomicBool::new(false),
+        );
+        (outcome, events)
+    };
+    let (stopped, _) = run("strict", &[]);
+    let err = stopped.unwrap_err();
+    let err: Vec<String> =
+        std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+            .map(|e| e.to_string())
+            .collect();
+    let err = err.join(": ");
+    assert!(err.contains("010.png"), "{err}");
+    let (skipped, events) = run("skip", &[("data.skip_unreadable", "true")]);
+    assert_eq!(skipped.unwrap().steps_done, 1);
+    let note = events.iter().find_map(|e| match e {
+        Event::Note { text } if text.contains("skip_unreadable") => Some(text.clone()),
+        _ => None,
+    });
+    let note = note.unwrap_or_else(|| panic!("no note in {events:?}"));
+    assert!(
+        note.contains("010.png") && note.contains("1 unreadable"),
+        "{note}"
+    );
+}

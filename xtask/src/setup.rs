@@ -95,6 +95,7 @@ pub fn run(root: &Path) -> Result<Env> {
     relink(&link, &libtorch)?;
     ensure_openblas()?;
     ensure_openmpi()?;
+    ensure_jpeg_build_tools()?;
     let cuda_libs = libtorch.join("lib/libtorch_cuda.so").exists();
     Ok(Env {
         libtorch,
@@ -552,6 +553,51 @@ fn ensure_openmpi() -> Result<()> {
     apt_install(&["openmpi-bin", "libopenmpi-dev"], "Open MPI")?;
     if !has_openmpi() {
         bail!("openmpi-bin was installed but mpirun or libmpi.so.40 is still not found");
+    }
+    Ok(())
+}
+
+/// Whether `program arg` runs and succeeds.
+fn runs(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// CMake and NASM, which building ssl-data needs: `turbojpeg-sys` compiles
+/// the libjpeg-turbo sources it vendors with CMake, and NASM assembles its
+/// SIMD kernels (ssl-data decodes JPEG with libjpeg-turbo, as Pillow does).
+fn ensure_jpeg_build_tools() -> Result<()> {
+    const TOOLS: [(&str, &str); 2] = [("cmake", "--version"), ("nasm", "-v")];
+    let missing = || -> Vec<&str> {
+        TOOLS
+            .into_iter()
+            .filter(|(program, arg)| !runs(program, arg))
+            .map(|(program, _)| program)
+            .collect()
+    };
+    let absent = missing();
+    if absent.is_empty() {
+        return Ok(());
+    }
+    let install = format!("apt-get install -y {}", absent.join(" "));
+    if !is_root() {
+        bail!(
+            "{} (to build libjpeg-turbo for ssl-data's JPEG decoding) missing and set-up is \
+             not root. Run: sudo apt-get update && sudo {install}",
+            absent.join(" and ")
+        );
+    }
+    eprintln!(
+        "xtask | installing {} (libjpeg-turbo's build, for JPEG decoding as Pillow does it)",
+        absent.join(" ")
+    );
+    apt_install(&absent, "CMake and NASM")?;
+    if let Some(p) = missing().first() {
+        bail!("{p} was installed but still does not run");
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 pub mod center_crop;
 pub mod color_jitter;
+pub(crate) mod cpu;
 pub mod flip;
 pub mod gaussian_blur;
 pub mod grayscale;

@@ -45,7 +45,7 @@ use crate::augment::gaussian_blur::{gaussian_blur, GaussianBlur};
 use crate::augment::grayscale::to_grayscale;
 use crate::augment::normalize::Normalize;
 use crate::augment::random_resized_crop::{resized_crop, CropBox, RandomResizedCrop};
-use crate::augment::resize::{resize_shorter_side, Interpolation};
+use crate::augment::resize::{resize_shorter_side, shorter_side_size, Interpolation};
 use crate::augment::solarize::solarize;
 use crate::error::DataError;
 use crate::image::RgbImage;
@@ -168,6 +168,21 @@ fn coin<R: Rng + ?Sized>(rng: &mut R, p: f64, note: &mut impl FnMut(Draw)) -> bo
     let u = rng.random::<f64>();
     note(Draw::Coin(u));
     u < p
+}
+
+/// The error of a plan that does not fit the pipeline it is replayed on.
+fn mismatch() -> DataError {
+    DataError::InvalidParameter(
+        "the plan does not match the pipeline's steps (draw it with Pipeline::plan)".into(),
+    )
+}
+
+/// Whether a replayed coin `d` comes up below `p`.
+fn replay_coin(d: Draw, p: f64) -> Result<bool, DataError> {
+    match d {
+        Draw::Coin(u) => Ok(u < p),
+        _ => Err(mismatch()),
+    }
 }
 
 /// Transforms applied in order, then `ToTensor` + `Normalize`, producing
@@ -343,7 +358,8 @@ impl Pipeline {
         img: &RgbImage,
         rng: &mut R,
     ) -> Result<RgbImage, DataError> {
-        self.run(img, rng, None)
+        let plan = self.plan(img.height(), img.width(), rng)?;
+        self.apply(img, (0, 0), &plan)
     }
 
     /// [`Pipeline::augment`], appending each random choice to `record`.
@@ -353,65 +369,168 @@ impl Pipeline {
         rng: &mut R,
         record: &mut Vec<Draw>,
     ) -> Result<RgbImage, DataError> {
-        self.run(img, rng, Some(record))
+        let plan = self.plan(img.height(), img.width(), rng)?;
+        record.extend_from_slice(&plan);
+        self.apply(img, (0, 0), &plan)
     }
 
-    fn run<R: Rng + ?Sized>(
+    /// Draws every random choice of one view of a `height × width` image,
+    /// in step order, from `rng`: the draws [`Pipeline::augment`] makes,
+    /// which depend on the image's size (followed through the steps) but not
+    /// on its pixels. [`Pipeline::apply`] then replays them.
+    pub fn plan<R: Rng + ?Sized>(
         &self,
-        img: &RgbImage,
+        height: usize,
+        width: usize,
         rng: &mut R,
-        mut record: Option<&mut Vec<Draw>>,
-    ) -> Result<RgbImage, DataError> {
-        let mut note = |d: Draw| {
-            if let Some(r) = record.as_deref_mut() {
-                r.push(d);
-            }
-        };
-        let mut img = img.clone();
+    ) -> Result<Vec<Draw>, DataError> {
+        let mut draws = Vec::with_capacity(8);
+        let (mut h, mut w) = (height, width);
         for step in &self.steps {
             match *step {
                 Step::ColorJitter { jitter, p } => {
-                    if coin(rng, p, &mut note) {
-                        let params = jitter.sample(rng);
-                        note(Draw::Jitter(params));
-                        apply_jitter(&mut img, &params);
+                    if coin(rng, p, &mut |d| draws.push(d)) {
+                        draws.push(Draw::Jitter(jitter.sample(rng)));
+                    }
+                }
+                Step::Grayscale { p } | Step::HorizontalFlip { p } | Step::Solarize { p, .. } => {
+                    coin(rng, p, &mut |d| draws.push(d));
+                }
+                Step::RandomResizedCrop(rrc) => {
+                    draws.push(Draw::Crop(rrc.sample_box(h, w, rng)));
+                    (h, w) = (rrc.out_height, rrc.out_width);
+                }
+                Step::GaussianBlur { p, .. } => {
+                    if coin(rng, p, &mut |d| draws.push(d)) {
+                        draws.push(Draw::Blur(rng.random::<f64>()));
+                    }
+                }
+                Step::ResizeShorterSide { size, .. } => {
+                    (w, h) = shorter_side_size(w, h, size)?;
+                }
+                Step::CenterCrop { size } => (h, w) = (size, size),
+            }
+        }
+        Ok(draws)
+    }
+
+    /// The part of a `height × width` image that views with these plans
+    /// ([`Pipeline::plan`]) read: the union of their crop boxes when the
+    /// first step is a `RandomResizedCrop` (nothing outside its box matters),
+    /// else `None`, the whole image.
+    pub fn region_needed(&self, plans: &[Vec<Draw>]) -> Option<CropBox> {
+        if !matches!(self.steps.first(), Some(Step::RandomResizedCrop(_))) {
+            return None;
+        }
+        let mut boxes = plans.iter().map(|p| match p.first() {
+            Some(Draw::Crop(b)) => Some(*b),
+            _ => None,
+        });
+        let first = boxes.next()??;
+        boxes.try_fold(first, |u, b| {
+            let b = b?;
+            let (left, top) = (u.left.min(b.left), u.top.min(b.top));
+            let right = (u.left + u.width).max(b.left + b.width);
+            let bottom = (u.top + u.height).max(b.top + b.height);
+            Some(CropBox {
+                top,
+                left,
+                height: bottom - top,
+                width: right - left,
+            })
+        })
+    }
+
+    /// Replays a [`Pipeline::plan`] on `img`. `img` may be part of the image
+    /// the plan was drawn for, its top-left pixel at `origin` (`(left, top)`)
+    /// of it, when the first step is a `RandomResizedCrop` whose box it
+    /// covers ([`Pipeline::region_needed`]); otherwise `origin` is `(0, 0)`.
+    pub fn apply(
+        &self,
+        img: &RgbImage,
+        origin: (usize, usize),
+        plan: &[Draw],
+    ) -> Result<RgbImage, DataError> {
+        let mut draws = plan.iter().copied();
+        let mut next = || draws.next().ok_or_else(mismatch);
+        // The input is only copied when a step changes it in place.
+        let mut img = std::borrow::Cow::Borrowed(img);
+        let mut origin = origin;
+        for step in &self.steps {
+            match *step {
+                Step::ColorJitter { p, .. } => {
+                    if replay_coin(next()?, p)? {
+                        let Draw::Jitter(params) = next()? else {
+                            return Err(mismatch());
+                        };
+                        apply_jitter(img.to_mut(), &params);
                     }
                 }
                 Step::Grayscale { p } => {
-                    if coin(rng, p, &mut note) {
-                        to_grayscale(&mut img);
+                    if replay_coin(next()?, p)? {
+                        to_grayscale(img.to_mut());
                     }
                 }
                 Step::RandomResizedCrop(rrc) => {
-                    let b = rrc.sample_box(img.height(), img.width(), rng);
-                    note(Draw::Crop(b));
-                    img = resized_crop(&img, b, rrc.out_height, rrc.out_width, rrc.interpolation)?;
+                    let Draw::Crop(b) = next()? else {
+                        return Err(mismatch());
+                    };
+                    let (left, top) = origin;
+                    if b.left < left || b.top < top {
+                        return Err(DataError::InvalidParameter(format!(
+                            "crop box {b:?} starts before the decoded part at ({left}, {top})"
+                        )));
+                    }
+                    let local = CropBox {
+                        left: b.left - left,
+                        top: b.top - top,
+                        ..b
+                    };
+                    img = std::borrow::Cow::Owned(resized_crop(
+                        &img,
+                        local,
+                        rrc.out_height,
+                        rrc.out_width,
+                        rrc.interpolation,
+                    )?);
+                    origin = (0, 0);
                 }
                 Step::HorizontalFlip { p } => {
-                    if coin(rng, p, &mut note) {
-                        hflip(&mut img);
+                    if replay_coin(next()?, p)? {
+                        hflip(img.to_mut());
                     }
                 }
                 Step::GaussianBlur { blur, p } => {
-                    if coin(rng, p, &mut note) {
-                        let u = rng.random::<f64>();
-                        note(Draw::Blur(u));
-                        img = gaussian_blur(&img, blur.radius_at(u))?;
+                    if replay_coin(next()?, p)? {
+                        let Draw::Blur(u) = next()? else {
+                            return Err(mismatch());
+                        };
+                        img = std::borrow::Cow::Owned(gaussian_blur(&img, blur.radius_at(u))?);
                     }
                 }
                 Step::Solarize { threshold, p } => {
-                    if coin(rng, p, &mut note) {
-                        solarize(&mut img, threshold);
+                    if replay_coin(next()?, p)? {
+                        solarize(img.to_mut(), threshold);
                     }
                 }
                 Step::ResizeShorterSide {
                     size,
                     interpolation,
-                } => img = resize_shorter_side(&img, size, interpolation)?,
-                Step::CenterCrop { size } => img = center_crop(&img, size, size),
+                } => img = std::borrow::Cow::Owned(resize_shorter_side(&img, size, interpolation)?),
+                Step::CenterCrop { size } => {
+                    img = std::borrow::Cow::Owned(center_crop(&img, size, size))
+                }
+            }
+            if origin != (0, 0) && !matches!(step, Step::RandomResizedCrop(_)) {
+                return Err(DataError::InvalidParameter(
+                    "a part of an image can only be given to a pipeline that crops first".into(),
+                ));
             }
         }
-        Ok(img)
+        if next().is_ok() {
+            return Err(mismatch());
+        }
+        Ok(img.into_owned())
     }
 
     /// Augments and normalises one view into `out` (`3 H W` floats, `CHW`);
@@ -422,7 +541,19 @@ impl Pipeline {
         rng: &mut R,
         out: &mut [f32],
     ) -> Result<(), DataError> {
-        let view = self.augment(img, rng)?;
+        let plan = self.plan(img.height(), img.width(), rng)?;
+        self.apply_plan_into(img, (0, 0), &plan, out)
+    }
+
+    /// [`Pipeline::apply`] then normalisation into `out` (see [`Pipeline::apply_into`]).
+    pub fn apply_plan_into(
+        &self,
+        img: &RgbImage,
+        origin: (usize, usize),
+        plan: &[Draw],
+        out: &mut [f32],
+    ) -> Result<(), DataError> {
+        let view = self.apply(img, origin, plan)?;
         if (view.height(), view.width()) != (self.out_height, self.out_width) {
             return Err(DataError::InvalidParameter(format!(
                 "the pipeline turned a {}x{} image into {}x{}, not the {}x{} it promises: \
