@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 mod analyze;
 mod compare;
 mod demo;
+mod demo_paper;
 mod device;
 mod dist;
 mod eval;

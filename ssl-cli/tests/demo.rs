@@ -80,3 +80,91 @@ fn the_trained_encoder_beats_the_random_one() {
     assert!(run.join("plots/accuracy.png").exists());
     assert!(run.join("results.json").exists());
 }
+
+/// `ssl demo --paper`, shortened (see [`PAPER_SHORT`]): it writes its table
+/// (Markdown, CSV, JSON) and plots, every row is there with a verdict, and
+/// the orderings that held over every seed tried (module doc) hold.
+#[test]
+fn the_paper_table_is_written_and_its_robust_orderings_hold() {
+    let out = test_support::scratch_dir();
+    let data = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ssl-cli-demo-data");
+    let mut cmd = Command::new(SSL);
+    cmd.args(["demo", "--paper", "--device", "cpu"])
+        .args(["--out", &out.path().display().to_string()])
+        .args(["--set", &format!("data.path={}", data.display())]);
+    for kv in PAPER_SHORT {
+        cmd.args(["--set", kv]);
+    }
+    let o = cmd.output().expect("run ssl demo --paper");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for f in [
+        "paper.md",
+        "paper.csv",
+        "paper.json",
+        "paper.png",
+        "paper.svg",
+        "paper-loss.png",
+    ] {
+        assert!(out.path().join(f).exists(), "{f} missing; {stdout}");
+    }
+    let table: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("paper.json")).unwrap()).unwrap();
+    let rows = table["rows"].as_array().expect("rows");
+    let row = |key: &str| {
+        rows.iter()
+            .find(|r| r["key"] == key)
+            .unwrap_or_else(|| panic!("no row {key} in {table:#}"))
+    };
+    let num = |key: &str, field: &str| {
+        row(key)[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key}.{field} in {table:#}"))
+    };
+    for key in [
+        "random",
+        "cw-rgp",
+        "w-mse",
+        "pca",
+        "shuffled-dbn",
+        "plain",
+        "cw-rgp-small-batch",
+        "w-mse-small-batch",
+    ] {
+        assert!(
+            !row(key)["claim"].as_str().unwrap_or("").is_empty(),
+            "{key} has no claim"
+        );
+        assert!(
+            !row(key)["verdict"].as_str().unwrap_or("").is_empty(),
+            "{key} has no verdict"
+        );
+    }
+    for key in ["cw-rgp", "w-mse", "pca", "shuffled-dbn", "plain", "cw-rgp-small-batch"] {
+        assert_eq!(row(key)["status"], "ok", "{key}: {table:#}");
+    }
+    // BW cannot whiten 64 channels from 32 samples: refused, saying why.
+    assert_eq!(row("w-mse-small-batch")["status"], "refused");
+    assert!(
+        row("w-mse-small-batch")["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("rank"),
+        "{table:#}"
+    );
+    // Without whitening the embedding collapses; CW-RGP's spreads out.
+    assert!(num("plain", "embedding_spread") < 0.2, "{table:#}");
+    assert!(num("cw-rgp", "embedding_spread") > 0.5, "{table:#}");
+    // CW-RGP learns: above the random encoder and above plain.
+    let cw = num("cw-rgp", "knn");
+    assert!(cw > num("random", "knn") + PAPER_KNN_MARGIN, "{table:#}");
+    assert!(cw > num("plain", "knn") + PAPER_KNN_MARGIN, "{table:#}");
+    assert!(
+        num("cw-rgp-small-batch", "knn") > num("random", "knn") + PAPER_KNN_MARGIN,
+        "{table:#}"
+    );
+}

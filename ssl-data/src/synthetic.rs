@@ -2,17 +2,39 @@
 //! format, so it goes through the real reader ([`crate::cifar`]). It is the
 //! embedded default of the demo and the tests.
 //!
-//! Class `k` of `K` fixes a combination of shape (`k mod 6`: disc, square,
-//! triangle, ring, cross, diamond), foreground hue (`0.618034 k mod 1`, the
-//! golden-ratio sequence, so hues are spread) and texture (`⌊k / 6⌋ mod 3`:
-//! solid, stripes, checkerboard). Each image draws, from its own RNG, the
-//! centre (`U[0.3, 0.7]` of the side), the radius (`U[0.22, 0.4]`), the
-//! rotation (`U[0, 2π)`), the foreground hue jitter (`±0.04`), saturation
-//! and value (`U[0.6, 1]`), a background of any hue with a linear gradient
-//! at low saturation and value, and per-pixel noise (`U{−10..10}` per channel).
+//! It is built so that invariance is the point: the class is carried by
+//! something the SSL augmentations (docs/reference.md §5.2: colour jitter,
+//! greyscale, random resized crop, horizontal flip) keep — the *shape* of
+//! one object — while what they randomise — colour, brightness, position,
+//! scale, background — varies freely from image to image and makes up most
+//! of the pixels. A randomly initialised encoder therefore sees mostly
+//! nuisances (5-NN near chance), and an encoder trained to match augmented
+//! views of the same image has to find the shape.
+//!
+//! Class `k` of `K` is shape `k mod 10`: disc, ring, triangle, square, plus,
+//! five-pointed star, crescent, bar, heart, L-corner (upright; the mirror
+//! image, which a horizontal flip makes, is the same class). Above 10
+//! classes, `⌊k / 10⌋` picks a fill pattern of the shape (solid, horizontal
+//! or vertical stripes, checks, cross-hatch, dots, concentric bands,
+//! outline, dark top half, dark core), also kept by the augmentations.
+//!
+//! Each image draws, from its own RNG:
+//! - a background that is a smooth field of colours: a 3×3 grid of colours
+//!   of any hue (saturation `U[0.2, 0.7]`, value `U[0.1, 0.35]`)
+//!   interpolated bilinearly, so crops of one image see different colours;
+//! - 0 to 4 clutter strokes (length `U[3, 12]/32` of the side, any
+//!   direction and hue, value `U[0.1, 0.6]`);
+//! - the object: radius `U[0.33, 0.4]` of the side, scaled per shape so that
+//!   every shape covers the same area (the foreground's pixel count says
+//!   nothing about the class), centre anywhere that keeps it mostly inside
+//!   (`U[0.9 r, side − 0.9 r]`), mirrored with probability ½, in a colour of
+//!   any hue (saturation `U[0.2, 0.5]`, value `U[0.6, 0.95]`: brighter than
+//!   the background and the clutter).
+//!
 //! Everything is a function of `(seed, split, index)`.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -61,8 +83,24 @@ impl SyntheticConfig {
     }
 }
 
-const SHAPES: usize = 6;
-const TEXTURES: usize = 3;
+/// The shapes, in class order.
+pub const SHAPES: [&str; 10] = [
+    "disc", "ring", "triangle", "square", "plus", "star", "crescent", "bar", "heart", "L-corner",
+];
+
+/// The fill patterns of classes 10 and above, in order.
+pub const PATTERNS: [&str; 10] = [
+    "solid",
+    "horizontal stripes",
+    "vertical stripes",
+    "checks",
+    "cross-hatch",
+    "dots",
+    "bands",
+    "outline",
+    "dark top",
+    "dark core",
+];
 
 /// Colour from hue, saturation, value in `[0, 1]` (the standard HSV cone).
 fn hsv(h: f64, s: f64, v: f64) -> [f64; 3] {
@@ -82,77 +120,168 @@ fn hsv(h: f64, s: f64, v: f64) -> [f64; 3] {
 
 /// Whether the point `(u, v)` (shape frame, radius 1, `v` up) is inside shape `shape`.
 fn inside(shape: usize, u: f64, v: f64) -> bool {
+    let r2 = u * u + v * v;
     match shape {
-        0 => u * u + v * v <= 1.0,
-        1 => u.abs().max(v.abs()) <= 0.8,
+        0 => r2 <= 0.75 * 0.75,
+        1 => (0.55 * 0.55..=0.95 * 0.95).contains(&r2),
         2 => v >= -0.5 && u.abs() <= (1.0 - v) * 0.577_350_269,
-        3 => (0.3..=1.0).contains(&(u * u + v * v)),
-        4 => (u.abs() <= 0.3 && v.abs() <= 1.0) || (v.abs() <= 0.3 && u.abs() <= 1.0),
-        _ => u.abs() + v.abs() <= 1.0,
+        3 => u.abs().max(v.abs()) <= 0.68,
+        4 => (u.abs() <= 0.28 && v.abs() <= 0.95) || (v.abs() <= 0.28 && u.abs() <= 0.95),
+        5 => {
+            // Radius 0.42 between the points, 1 at the points.
+            let turn = (v.atan2(u) + std::f64::consts::FRAC_PI_2) * 5.0 / std::f64::consts::TAU;
+            let k = ((turn.rem_euclid(1.0)) - 0.5).abs() * 2.0;
+            r2.sqrt() <= 0.42 + 0.58 * k * k
+        }
+        6 => r2 <= 0.9 * 0.9 && (u - 0.45) * (u - 0.45) + v * v >= 0.7 * 0.7,
+        7 => u.abs() <= 0.95 && v.abs() <= 0.3,
+        8 => {
+            let (x, y) = (u / 0.9, v / 0.9 - 0.1);
+            (x * x + y * y - 0.6).powi(3) - x * x * y.powi(3) <= 0.0
+        }
+        _ => {
+            ((-0.7..=-0.2).contains(&u) && (-0.8..=0.8).contains(&v))
+                || ((-0.7..=0.7).contains(&u) && (-0.8..=-0.3).contains(&v))
+        }
     }
+}
+
+/// Whether pattern `pattern` darkens the point `(u, v)` of a shape.
+fn dark(pattern: usize, shape: usize, u: f64, v: f64) -> bool {
+    let band = |t: f64| (t / 0.3).floor().rem_euclid(2.0) == 0.0;
+    match pattern {
+        0 => false,
+        1 => band(v),
+        2 => band(u),
+        3 => band(u) != band(v),
+        4 => band(u + v) != band(u - v),
+        5 => {
+            let (a, b) = ((u / 0.4).round() * 0.4 - u, (v / 0.4).round() * 0.4 - v);
+            a * a + b * b <= 0.12 * 0.12
+        }
+        6 => band((u * u + v * v).sqrt()),
+        7 => {
+            // Inside the shape shrunk by a fifth: the outline stays light.
+            inside(shape, u * 1.25, v * 1.25)
+        }
+        8 => v > 0.0,
+        _ => u * u + v * v <= 0.35 * 0.35,
+    }
+}
+
+/// Area of each shape in its frame (radius 1), measured once on a grid.
+fn shape_areas() -> &'static [f64; 10] {
+    static AREAS: OnceLock<[f64; 10]> = OnceLock::new();
+    AREAS.get_or_init(|| {
+        let n = 400;
+        let step = 3.0 / n as f64;
+        std::array::from_fn(|shape| {
+            let mut hits = 0usize;
+            for i in 0..n {
+                for j in 0..n {
+                    let (u, v) = (-1.5 + (i as f64 + 0.5) * step, -1.5 + (j as f64 + 0.5) * step);
+                    hits += inside(shape, u, v) as usize;
+                }
+            }
+            hits as f64 * step * step
+        })
+    })
+}
+
+/// The radius factor that gives shape `shape` the mean area of all shapes.
+fn equal_area_scale(shape: usize) -> f64 {
+    let areas = shape_areas();
+    let mean = areas.iter().sum::<f64>() / areas.len() as f64;
+    (mean / areas[shape]).sqrt()
 }
 
 /// Draws one `side × side` image of class `class` (see the module doc).
 pub fn render<R: Rng + ?Sized>(class: usize, side: usize, rng: &mut R) -> RgbImage {
-    let shape = class % SHAPES;
-    let texture = (class / SHAPES) % TEXTURES;
-    let base_hue = (0.618_034 * class as f64).rem_euclid(1.0);
+    let shape = class % SHAPES.len();
+    let pattern = (class / SHAPES.len()) % PATTERNS.len();
     let s = side as f64;
-    let (cx, cy) = (
-        rng.random_range(0.3..0.7) * s,
-        rng.random_range(0.3..0.7) * s,
-    );
-    let radius = rng.random_range(0.22..0.4) * s;
-    let theta = rng.random_range(0.0..std::f64::consts::TAU);
-    let fg = hsv(
-        base_hue + rng.random_range(-0.04..0.04),
-        rng.random_range(0.6..1.0),
-        rng.random_range(0.6..1.0),
-    );
-    let fg_dark = fg.map(|c| c * 0.45);
-    let bg_hue = rng.random::<f64>();
-    let bg0 = hsv(
-        bg_hue,
-        rng.random_range(0.0..0.4),
-        rng.random_range(0.1..0.5),
-    );
-    let bg1 = hsv(
-        bg_hue + 0.1,
-        rng.random_range(0.0..0.4),
-        rng.random_range(0.1..0.5),
-    );
-    let grad = rng.random_range(0.0..std::f64::consts::TAU);
-    let (gx, gy) = (grad.cos(), grad.sin());
-    let period = 0.5; // texture period in radius units
-    let (cos, sin) = (theta.cos(), theta.sin());
-    let mut data = Vec::with_capacity(3 * side * side);
+    let px = s / 32.0; // lengths below are given for a 32-pixel side
+    let mut img = vec![[0f64; 3]; side * side];
+    // Background: bilinear field of a 3x3 grid of dark colours of any hue.
+    let grid: Vec<[f64; 3]> = (0..9)
+        .map(|_| {
+            hsv(
+                rng.random::<f64>(),
+                rng.random_range(0.2..0.7),
+                rng.random_range(0.1..0.35),
+            )
+        })
+        .collect();
     for y in 0..side {
         for x in 0..side {
-            let (dx, dy) = (x as f64 + 0.5 - cx, cy - (y as f64 + 0.5));
-            let u = (cos * dx + sin * dy) / radius;
-            let v = (-sin * dx + cos * dy) / radius;
-            let colour = if inside(shape, u, v) {
-                let dark = match texture {
-                    0 => false,
-                    1 => (u / period).floor() as i64 % 2 == 0,
-                    _ => ((u / period).floor() as i64 + (v / period).floor() as i64) % 2 == 0,
-                };
-                if dark {
-                    fg_dark
-                } else {
-                    fg
+            let (gy, gx) = ((y as f64 + 0.5) / s * 2.0, (x as f64 + 0.5) / s * 2.0);
+            let (i0, j0) = ((gy.floor() as usize).min(1), (gx.floor() as usize).min(1));
+            let (fy, fx) = (gy - i0 as f64, gx - j0 as f64);
+            let c = |i: usize, j: usize| grid[i * 3 + j];
+            img[y * side + x] = std::array::from_fn(|ch| {
+                c(i0, j0)[ch] * (1.0 - fy) * (1.0 - fx)
+                    + c(i0 + 1, j0)[ch] * fy * (1.0 - fx)
+                    + c(i0, j0 + 1)[ch] * (1.0 - fy) * fx
+                    + c(i0 + 1, j0 + 1)[ch] * fy * fx
+            });
+        }
+    }
+    // Clutter: thin strokes, dimmer than the object.
+    for _ in 0..rng.random_range(0..=4usize) {
+        let colour = hsv(
+            rng.random::<f64>(),
+            rng.random::<f64>(),
+            rng.random_range(0.1..0.6),
+        );
+        let (cx, cy) = (rng.random_range(0.0..s), rng.random_range(0.0..s));
+        let a = rng.random_range(0.0..std::f64::consts::PI);
+        let half_len = rng.random_range(3.0..12.0) * px / 2.0;
+        let (ca, sa) = (a.cos(), a.sin());
+        for y in 0..side {
+            for x in 0..side {
+                let (dx, dy) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
+                if (-dx * sa + dy * ca).abs() <= 0.7 * px && (dx * ca + dy * sa).abs() <= half_len
+                {
+                    img[y * side + x] = colour;
                 }
-            } else {
-                let t =
-                    ((x as f64 / s - 0.5) * gx + (y as f64 / s - 0.5) * gy + 0.5).clamp(0.0, 1.0);
-                [0, 1, 2].map(|c| bg0[c] * (1.0 - t) + bg1[c] * t)
-            };
-            for c in colour {
-                let noise = rng.random_range(-10i32..=10);
-                data.push((c * 255.0 + 0.5 + noise as f64).clamp(0.0, 255.0) as u8);
             }
         }
     }
+    // The object.
+    let radius = rng.random_range(0.33..0.4) * s * equal_area_scale(shape);
+    let margin = 0.9 * radius;
+    let (cx, cy) = if s > 2.0 * margin {
+        (
+            rng.random_range(margin..s - margin),
+            rng.random_range(margin..s - margin),
+        )
+    } else {
+        (s / 2.0, s / 2.0)
+    };
+    let mirror = if rng.random_bool(0.5) { -1.0 } else { 1.0 };
+    let fg = hsv(
+        rng.random::<f64>(),
+        rng.random_range(0.2..0.5),
+        rng.random_range(0.6..0.95),
+    );
+    let fg_dark = fg.map(|c| c * 0.45);
+    for y in 0..side {
+        for x in 0..side {
+            let u = mirror * (x as f64 + 0.5 - cx) / radius;
+            let v = (cy - (y as f64 + 0.5)) / radius;
+            if inside(shape, u, v) {
+                img[y * side + x] = if dark(pattern, shape, u, v) {
+                    fg_dark
+                } else {
+                    fg
+                };
+            }
+        }
+    }
+    let data = img
+        .iter()
+        .flat_map(|p| p.map(|c| (c * 255.0 + 0.5).clamp(0.0, 255.0) as u8))
+        .collect();
     RgbImage::from_raw(side, side, data).unwrap_or_else(|e| unreachable!("{e}"))
 }
 

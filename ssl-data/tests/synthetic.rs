@@ -1,10 +1,15 @@
 //! The synthetic dataset: deterministic from its seed, written in CIFAR
-//! format and read back by the real reader, balanced, and learnable.
+//! format and read back by the real reader, balanced, and built so that
+//! invariance is the point.
 //!
-//! Learnability with features that know nothing of the generator: a 1-NN
-//! on 4×4×4 colour histograms and a 5-NN on raw pixels, both far above the
-//! 10 % of chance (1 000 train / 200 test images; the measured accuracies are
-//! in the assertion messages and the report).
+//! Colour is a nuisance: a 1-NN on 4×4×4 colour histograms stays near the
+//! 10 % of chance (a 5-NN on raw pixels is reported, not asserted: see the
+//! test). The class is in the
+//! shape: a descriptor that discards colour, position and scale (the bright
+//! foreground's bounding box resampled to a 12×12 occupancy grid, made
+//! mirror-symmetric) classifies it nearly perfectly with a 1-NN (1 000
+//! train / 200 test images; the measured accuracies are in the assertion
+//! messages and the report).
 
 use ssl_data::{open_synthetic, write_synthetic_cifar, CifarSplit, Dataset, SyntheticConfig};
 
@@ -113,8 +118,43 @@ fn knn_accuracy(train: &[(Vec<f64>, u32)], test: &[(Vec<f64>, u32)], k: usize) -
     correct as f64 / test.len() as f64
 }
 
+/// What a colour-, position- and scale-invariant view of the shape sees:
+/// the foreground (the pixels brighter than anything else can be: value ≥
+/// 0.6) cropped to its bounding box, resampled to a 12×12 occupancy grid
+/// and averaged with its mirror image (a horizontal flip keeps the class).
+fn shape_descriptor(img: &ssl_data::RgbImage) -> Vec<f64> {
+    let (w, h) = (img.width(), img.height());
+    let fg: Vec<bool> = img
+        .as_raw()
+        .chunks_exact(3)
+        .map(|p| *p.iter().max().unwrap() >= 153)
+        .collect();
+    let (mut x0, mut x1, mut y0, mut y1) = (w, 0, h, 0);
+    for y in 0..h {
+        for x in 0..w {
+            if fg[y * w + x] {
+                (x0, x1, y0, y1) = (x0.min(x), x1.max(x + 1), y0.min(y), y1.max(y + 1));
+            }
+        }
+    }
+    const N: usize = 12;
+    let mut d = vec![0f64; N * N];
+    if x1 <= x0 || y1 <= y0 {
+        return d;
+    }
+    for gy in 0..N {
+        for gx in 0..N {
+            let y = y0 + (gy * (y1 - y0) + (y1 - y0) / 2) / N;
+            let x = x0 + (gx * (x1 - x0) + (x1 - x0) / 2) / N;
+            let xm = x0 + x1 - 1 - x;
+            d[gy * N + gx] = (fg[y * w + x] as u8 as f64 + fg[y * w + xm] as u8 as f64) / 2.0;
+        }
+    }
+    d
+}
+
 #[test]
-fn simple_features_classify_it_far_above_chance() {
+fn colour_is_a_nuisance_and_the_class_is_in_the_shape() {
     let dir = test_support::scratch_dir();
     let cfg = small(5);
     write_synthetic_cifar(dir.path(), &cfg).unwrap();
@@ -127,21 +167,27 @@ fn simple_features_classify_it_far_above_chance() {
             })
             .collect()
     };
-    let hist_acc = knn_accuracy(
-        &load(CifarSplit::Train, &histogram),
-        &load(CifarSplit::Test, &histogram),
-        1,
-    );
+    let accuracy = |f: &dyn Fn(&ssl_data::RgbImage) -> Vec<f64>, k| {
+        knn_accuracy(&load(CifarSplit::Train, f), &load(CifarSplit::Test, f), k)
+    };
+    let hist_acc = accuracy(&histogram, 1);
     let raw = |img: &ssl_data::RgbImage| img.as_raw().iter().map(|&v| v as f64 / 255.0).collect();
-    let raw_acc = knn_accuracy(
-        &load(CifarSplit::Train, &raw),
-        &load(CifarSplit::Test, &raw),
-        5,
+    let raw_acc = accuracy(&raw, 5);
+    let shape_acc = accuracy(&shape_descriptor, 1);
+    eprintln!(
+        "synthetic: histogram 1-NN {hist_acc:.3}, raw-pixel 5-NN {raw_acc:.3}, shape 1-NN {shape_acc:.3}"
     );
-    // Chance is 0.10; thresholds sit well below the measured values but far above chance.
-    assert!(hist_acc > 0.5, "colour-histogram 1-NN accuracy {hist_acc}");
-    assert!(raw_acc > 0.5, "raw-pixel 5-NN accuracy {raw_acc}");
-    eprintln!("synthetic learnability: histogram 1-NN {hist_acc:.3}, raw-pixel 5-NN {raw_acc:.3}");
+    // Chance is 0.10. Raw pixels are reported, not asserted near chance:
+    // every object is large and near the centre (it has to be, for crops of
+    // a fifth of the image to keep it), so the bright blob's outline lines
+    // up between images of a class; colour statistics, which is what random
+    // convolutional features mostly see, carry nothing.
+    assert!(hist_acc < 0.2, "colour-histogram 1-NN accuracy {hist_acc}");
+    assert!(shape_acc > 0.8, "shape-descriptor 1-NN accuracy {shape_acc}");
+    assert!(
+        shape_acc > hist_acc + 0.6,
+        "shape {shape_acc} vs colour histogram {hist_acc}"
+    );
 }
 
 /// Several writers generating the same data into one folder at once (the

@@ -165,9 +165,11 @@ fn missing(dataset: DatasetName, dir: &Path, root: &Path) -> TrainError {
 }
 
 /// The synthetic dataset of the demo and the tests, written once (CIFAR
-/// binary format, read back through the real reader).
+/// binary format, read back through the real reader). The folder is named
+/// after the generator (`ssl_data::synthetic`), so data written by an
+/// earlier generator is never read as this one's.
 pub fn synthetic_dir(root: &Path) -> PathBuf {
-    root.join("synthetic-cifar")
+    root.join("synthetic-shapes")
 }
 
 /// The splits of the configured dataset (`data.dataset`, `data.path`,

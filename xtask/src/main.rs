@@ -35,7 +35,13 @@ enum Cmd {
     /// Install libtorch (project venv) and OpenBLAS if missing; print what is in use.
     Setup,
     /// The README's first command: a short run on built-in synthetic data, CPU only.
-    Demo,
+    Demo {
+        /// The paper's qualitative claims instead: CW-RGP, W-MSE, PCA
+        /// whitening, Shuffled-DBN and plain side by side (`ssl demo --paper`;
+        /// about a quarter of an hour on 2 cores), table and plot in demo-paper/.
+        #[arg(long)]
+        paper: bool,
+    },
     /// Everything CI checks: fmt, clippy (-D warnings), workspace tests, doc
     /// tests, check-downstream.
     Test {
@@ -86,7 +92,7 @@ fn main() -> Result<()> {
             env.print_summary();
             Ok(())
         }
-        Cmd::Demo => demo(&root),
+        Cmd::Demo { paper } => demo(&root, paper),
         Cmd::Test { args } => test(&root, &args),
         Cmd::CheckDownstream => {
             let env = setup::run(&root)?;
@@ -291,25 +297,26 @@ fn has_nextest() -> bool {
         .unwrap_or(false)
 }
 
-fn demo(root: &Path) -> Result<()> {
+fn demo(root: &Path, paper: bool) -> Result<()> {
     let env = setup::run(root)?;
     env.print_summary();
-    run_step(
-        root,
-        "ssl demo --device cpu",
-        env.apply(cargo().args([
-            "run",
-            "--quiet",
-            "--package",
-            "ssl-cli",
-            "--bin",
-            "ssl",
-            "--",
-            "demo",
-            "--device",
-            "cpu",
-        ])),
-    )
+    let mut args = vec![
+        "run",
+        "--quiet",
+        "--package",
+        "ssl-cli",
+        "--bin",
+        "ssl",
+        "--",
+        "demo",
+        "--device",
+        "cpu",
+    ];
+    if paper {
+        args.push("--paper");
+    }
+    let what = format!("ssl {}", args[args.iter().position(|a| *a == "demo").unwrap_or(0)..].join(" "));
+    run_step(root, &what, env.apply(cargo().args(args)))
 }
 
 #[cfg(test)]
