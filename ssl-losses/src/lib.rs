@@ -34,6 +34,7 @@ pub mod batch_norm;
 pub mod byol;
 pub mod error;
 pub mod method;
+pub mod names;
 pub mod norm_mse;
 pub mod shuffled_dbn;
 pub mod simclr;
@@ -46,22 +47,20 @@ pub mod whitening_loss;
 mod zca_whitening_loss;
 pub mod zero_cl;
 
-pub use barlow_twins::{barlow_twins_loss, barlow_twins_loss_of_normalized};
+pub use barlow_twins::{barlow_twins_loss, barlow_twins_loss_of_normalized, BarlowTwinsParams};
 pub use batch_norm::batch_standardize;
-pub use byol::{byol_loss, byol_tau, ema_update};
+pub use byol::{byol_loss, byol_tau, ema_update, ByolParams};
 pub use error::LossError;
-pub use method::{
-    AxisName, BarlowTwinsParams, ByolParams, ExtraNetworks, Method, MethodOutputs,
-    PcaWhiteningParams, PlainParams, ShuffledDbnParams, SimclrParams, SimsiamParams,
-    WhiteningParams, ZeroClParams, METHOD_NAMES,
-};
-pub use norm_mse::{l2_normalize, norm_mse, plain_mse};
-pub use shuffled_dbn::sub_batch_standardize;
-pub use simclr::nt_xent;
-pub use simsiam::simsiam_loss;
+pub use method::{ExtraNetworks, Method, MethodOutputs};
+pub use names::{MethodName, METHOD_NAMES};
+pub use norm_mse::{l2_normalize, norm_mse, plain_mse, PlainParams};
+pub use shuffled_dbn::{sub_batch_standardize, ShuffledDbnParams};
+pub use simclr::{nt_xent, SimclrParams};
+pub use simsiam::{simsiam_loss, SimsiamParams};
 pub use swav::{sinkhorn_knopp, swav_loss, SwavParams};
 pub use vicreg::{vicreg_loss, VicRegWeights};
 pub use whitening_loss::{
-    covariance_loss, pairwise_view_loss, CovarianceTerm, CpuThreads, ViewTransform, WhiteningLoss,
+    covariance_loss, pairwise_view_loss, AxisName, CovarianceTerm, CpuThreads, PcaWhiteningParams,
+    ViewTransform, WhiteningLoss, WhiteningParams,
 };
-pub use zero_cl::zero_cl_instance_loss;
+pub use zero_cl::{zero_cl_instance_loss, ZeroClParams};

@@ -17,33 +17,33 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 use whitening_core::{WhiteningAxis, WhiteningConfig, WhiteningKind};
 
-use crate::barlow_twins::barlow_twins_loss;
-use crate::byol::byol_loss;
-use crate::simclr::nt_xent;
-use crate::simsiam::simsiam_loss;
+use crate::barlow_twins::{barlow_twins_loss, BarlowTwinsParams};
+use crate::byol::{byol_loss, ByolParams};
+use crate::names::MethodName;
+use crate::norm_mse::PlainParams;
+use crate::shuffled_dbn::ShuffledDbnParams;
+use crate::simclr::{nt_xent, SimclrParams};
+use crate::simsiam::{simsiam_loss, SimsiamParams};
 use crate::swav::{swav_loss, SwavParams};
 use crate::vicreg::{vicreg_loss, VicRegWeights};
-use crate::whitening_loss::{CovarianceTerm, WhiteningLoss};
-use crate::zero_cl::zero_cl_instance_loss;
+use crate::whitening_loss::{PcaWhiteningParams, WhiteningLoss, WhiteningParams};
+use crate::zero_cl::{zero_cl_instance_loss, ZeroClParams};
 use crate::LossError;
 
-/// Every method name, in Table 1's order, then SwAV.
-pub const METHOD_NAMES: [&str; 14] = [
-    "simclr",
-    "byol",
-    "simsiam",
-    "shuffled-dbn",
-    "barlow-twins",
-    "vicreg",
-    "zero-cl",
-    "w-mse",
-    "cw-rgp",
-    "cw",
-    "cw-gp",
-    "pca-whitening",
-    "plain",
-    "swav",
-];
+fn cw_defaults() -> WhiteningParams {
+    WhiteningParams {
+        groups: 1,
+        ..WhiteningParams::default()
+    }
+}
+
+fn w_mse_defaults() -> WhiteningParams {
+    WhiteningParams {
+        groups: 1,
+        w_size: 128,
+        ..WhiteningParams::default()
+    }
+}
 
 /// A method of Table 1 (or SwAV) with its hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,65 +82,6 @@ pub enum Method {
     Swav(SwavParams),
 }
 
-/// Hyper-parameters of the whitening methods (CW-RGP, CW, CW-GP, W-MSE).
-/// Defaults: the CW-RGP CIFAR runs (`docs/reference.md` §6.4); W-MSE's
-/// `w_size` is 128.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WhiteningParams {
-    /// Sub-batch size (`w_size`).
-    pub w_size: i64,
-    /// Sub-batch splits averaged per step (`w_iter`).
-    pub w_iter: usize,
-    /// Channel groups `g` (`group`).
-    pub groups: i64,
-    /// Normalised MSE (`true`) or plain MSE (`--no_norm`).
-    pub norm: bool,
-    /// Covariance denominator offset (`minus`).
-    pub minus: f64,
-    /// Shrinkage (`w_eps`).
-    pub eps: f64,
-    /// Weight of the ImageNet covariance term (`cov_w`; 0 = off).
-    pub cov_weight: f64,
-    /// First epoch without the covariance term (`cov_stop`).
-    pub cov_stop: usize,
-}
-
-impl Default for WhiteningParams {
-    fn default() -> Self {
-        Self {
-            w_size: 64,
-            w_iter: 1,
-            groups: 4,
-            norm: true,
-            minus: 1.0,
-            eps: 0.0,
-            cov_weight: 0.0,
-            cov_stop: 50,
-        }
-    }
-}
-
-impl WhiteningParams {
-    /// CW's defaults: CW-RGP's without groups.
-    pub fn cw() -> Self {
-        Self {
-            groups: 1,
-            ..Self::default()
-        }
-    }
-
-    /// W-MSE's defaults: one group, sub-batches of 128
-    /// (`docs/reference.md` §6.3–§6.4).
-    pub fn w_mse() -> Self {
-        Self {
-            groups: 1,
-            w_size: 128,
-            ..Self::default()
-        }
-    }
-}
-
 /// `base` with the keys a config gives replacing its fields: how the
 /// variants whose defaults differ from [`WhiteningParams::default`] (CW:
 /// one group; W-MSE: one group and `w_size` 128) deserialize, so that
@@ -177,165 +118,16 @@ where
 }
 
 fn cw_params<'de, D: serde::Deserializer<'de>>(d: D) -> Result<WhiteningParams, D::Error> {
-    overlay(d, WhiteningParams::cw())
+    overlay(d, cw_defaults())
 }
 
 fn w_mse_params<'de, D: serde::Deserializer<'de>>(d: D) -> Result<WhiteningParams, D::Error> {
-    overlay(d, WhiteningParams::w_mse())
+    overlay(d, w_mse_defaults())
 }
 
 fn pca_params<'de, D: serde::Deserializer<'de>>(d: D) -> Result<PcaWhiteningParams, D::Error> {
     overlay(d, PcaWhiteningParams::default())
 }
-
-/// The whitening axis as written in a config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AxisName {
-    /// Batch whitening (BW).
-    Batch,
-    /// Channel whitening (CW).
-    Channel,
-}
-
-impl From<AxisName> for WhiteningAxis {
-    fn from(a: AxisName) -> Self {
-        match a {
-            AxisName::Batch => WhiteningAxis::Batch,
-            AxisName::Channel => WhiteningAxis::Channel,
-        }
-    }
-}
-
-/// PCA whitening: the whitening parameters and the axis (reference default
-/// channel, no groups).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct PcaWhiteningParams {
-    /// Whitening axis.
-    pub axis: AxisName,
-    /// The shared whitening parameters.
-    #[serde(flatten)]
-    pub whitening: WhiteningParams,
-}
-
-impl Default for PcaWhiteningParams {
-    fn default() -> Self {
-        Self {
-            axis: AxisName::Channel,
-            whitening: WhiteningParams::cw(),
-        }
-    }
-}
-
-/// Shuffled-DBN (reference `bn` method: `w_size` 128). The reference passes
-/// `w_eps` (0) as the BatchNorm eps, which torch ≥ 2.x rejects in training
-/// ("eps must be positive"); the default here is BatchNorm1d's 1e-5.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ShuffledDbnParams {
-    /// Sub-batch size.
-    pub w_size: i64,
-    /// Sub-batch splits averaged per step.
-    pub w_iter: usize,
-    /// Normalised or plain MSE.
-    pub norm: bool,
-    /// BatchNorm eps (`w_eps`).
-    pub eps: f64,
-}
-
-impl Default for ShuffledDbnParams {
-    fn default() -> Self {
-        Self {
-            w_size: 128,
-            w_iter: 1,
-            norm: true,
-            eps: 1e-5,
-        }
-    }
-}
-
-/// The plain control.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PlainParams {
-    /// Normalised or plain MSE.
-    pub norm: bool,
-}
-
-impl Default for PlainParams {
-    fn default() -> Self {
-        Self { norm: true }
-    }
-}
-
-/// SimCLR (τ 0.5, batch-norm on the head output).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SimclrParams {
-    /// Temperature τ.
-    pub tau: f64,
-    /// Batch-normalise the head output before L2 normalisation.
-    pub batch_norm: bool,
-}
-
-impl Default for SimclrParams {
-    fn default() -> Self {
-        Self {
-            tau: 0.5,
-            batch_norm: true,
-        }
-    }
-}
-
-/// BYOL (τ₀ 0.99; the predictor's hidden size is the head size).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ByolParams {
-    /// Starting EMA coefficient τ₀ (`byol_tau`).
-    pub tau0: f64,
-}
-
-impl Default for ByolParams {
-    fn default() -> Self {
-        Self { tau0: 0.99 }
-    }
-}
-
-/// SimSiam (predictor hidden size 512).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SimsiamParams {
-    /// Hidden size of the predictor.
-    pub predictor_hidden: i64,
-}
-
-impl Default for SimsiamParams {
-    fn default() -> Self {
-        Self {
-            predictor_hidden: 512,
-        }
-    }
-}
-
-/// Barlow Twins (λ 0.008, the CW-RGP reference default).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct BarlowTwinsParams {
-    /// Off-diagonal weight λ (`barlow_lambda`).
-    pub lambda: f64,
-}
-
-impl Default for BarlowTwinsParams {
-    fn default() -> Self {
-        Self { lambda: 0.008 }
-    }
-}
-
-/// Zero-CL's instance loss has no hyper-parameters of its own.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ZeroClParams {}
 
 /// The extra networks a method needs beside encoder and projection head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,47 +171,51 @@ impl Method {
     /// The method called `name` (one of [`METHOD_NAMES`]) with the paper's
     /// defaults; an error lists the valid names.
     pub fn from_name(name: &str) -> Result<Self, LossError> {
-        Ok(match name {
-            "cw-rgp" => Self::CwRgp(WhiteningParams::default()),
-            "cw" => Self::Cw(WhiteningParams::cw()),
-            "cw-gp" => Self::CwGp(WhiteningParams::default()),
-            "w-mse" => Self::WMse(WhiteningParams::w_mse()),
-            "pca-whitening" => Self::PcaWhitening(PcaWhiteningParams::default()),
-            "shuffled-dbn" => Self::ShuffledDbn(ShuffledDbnParams::default()),
-            "plain" => Self::Plain(PlainParams::default()),
-            "simclr" => Self::Simclr(SimclrParams::default()),
-            "byol" => Self::Byol(ByolParams::default()),
-            "simsiam" => Self::Simsiam(SimsiamParams::default()),
-            "barlow-twins" => Self::BarlowTwins(BarlowTwinsParams::default()),
-            "vicreg" => Self::Vicreg(VicRegWeights::default()),
-            "zero-cl" => Self::ZeroCl(ZeroClParams::default()),
-            "swav" => Self::Swav(SwavParams::default()),
-            _ => {
-                return Err(LossError::UnknownMethod {
-                    name: name.to_owned(),
-                    valid: METHOD_NAMES.join(", "),
-                })
-            }
-        })
+        Ok(Self::defaults(MethodName::parse(name)?))
+    }
+
+    /// The method `name` with the paper's defaults.
+    pub fn defaults(name: MethodName) -> Self {
+        match name {
+            MethodName::CwRgp => Self::CwRgp(WhiteningParams::default()),
+            MethodName::Cw => Self::Cw(cw_defaults()),
+            MethodName::CwGp => Self::CwGp(WhiteningParams::default()),
+            MethodName::WMse => Self::WMse(w_mse_defaults()),
+            MethodName::PcaWhitening => Self::PcaWhitening(PcaWhiteningParams::default()),
+            MethodName::ShuffledDbn => Self::ShuffledDbn(ShuffledDbnParams::default()),
+            MethodName::Plain => Self::Plain(PlainParams::default()),
+            MethodName::Simclr => Self::Simclr(SimclrParams::default()),
+            MethodName::Byol => Self::Byol(ByolParams::default()),
+            MethodName::Simsiam => Self::Simsiam(SimsiamParams::default()),
+            MethodName::BarlowTwins => Self::BarlowTwins(BarlowTwinsParams::default()),
+            MethodName::Vicreg => Self::Vicreg(VicRegWeights::default()),
+            MethodName::ZeroCl => Self::ZeroCl(ZeroClParams::default()),
+            MethodName::Swav => Self::Swav(SwavParams::default()),
+        }
     }
 
     /// The method's name, as [`Method::from_name`] and configs spell it.
     pub fn name(&self) -> &'static str {
+        self.method_name().as_str()
+    }
+
+    /// The method's entry in the list of names.
+    pub fn method_name(&self) -> MethodName {
         match self {
-            Self::CwRgp(_) => "cw-rgp",
-            Self::Cw(_) => "cw",
-            Self::CwGp(_) => "cw-gp",
-            Self::WMse(_) => "w-mse",
-            Self::PcaWhitening(_) => "pca-whitening",
-            Self::ShuffledDbn(_) => "shuffled-dbn",
-            Self::Plain(_) => "plain",
-            Self::Simclr(_) => "simclr",
-            Self::Byol(_) => "byol",
-            Self::Simsiam(_) => "simsiam",
-            Self::BarlowTwins(_) => "barlow-twins",
-            Self::Vicreg(_) => "vicreg",
-            Self::ZeroCl(_) => "zero-cl",
-            Self::Swav(_) => "swav",
+            Self::CwRgp(_) => MethodName::CwRgp,
+            Self::Cw(_) => MethodName::Cw,
+            Self::CwGp(_) => MethodName::CwGp,
+            Self::WMse(_) => MethodName::WMse,
+            Self::PcaWhitening(_) => MethodName::PcaWhitening,
+            Self::ShuffledDbn(_) => MethodName::ShuffledDbn,
+            Self::Plain(_) => MethodName::Plain,
+            Self::Simclr(_) => MethodName::Simclr,
+            Self::Byol(_) => MethodName::Byol,
+            Self::Simsiam(_) => MethodName::Simsiam,
+            Self::BarlowTwins(_) => MethodName::BarlowTwins,
+            Self::Vicreg(_) => MethodName::Vicreg,
+            Self::ZeroCl(_) => MethodName::ZeroCl,
+            Self::Swav(_) => MethodName::Swav,
         }
     }
 
@@ -446,26 +242,7 @@ impl Method {
 
     /// The whitening-family loss this method computes, if it is one.
     pub fn whitening_loss(&self) -> Option<WhiteningLoss> {
-        let whitened = |cfg: WhiteningConfig, p: &WhiteningParams| {
-            let cfg = WhiteningConfig {
-                minus: p.minus,
-                eps: p.eps,
-                ..cfg
-            };
-            let axis = cfg.axis;
-            let loss = WhiteningLoss::whitened(cfg, p.w_size)
-                .with_w_iter(p.w_iter)
-                .with_normalized(p.norm);
-            if p.cov_weight != 0.0 {
-                loss.with_covariance(CovarianceTerm {
-                    weight: p.cov_weight,
-                    stop_epoch: p.cov_stop,
-                    axis,
-                })
-            } else {
-                loss
-            }
-        };
+        let whitened = WhiteningLoss::from_params;
         let channel_zca = WhiteningConfig::new(WhiteningAxis::Channel, WhiteningKind::Zca);
         Some(match self {
             Self::CwRgp(p) => whitened(WhiteningConfig::cw_rgp(p.groups), p),

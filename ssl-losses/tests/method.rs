@@ -157,16 +157,10 @@ fn name_alone_means_the_paper_defaults() {
         m,
         Method::WMse(WhiteningParams {
             w_iter: 4,
-            ..WhiteningParams::w_mse()
+            ..w_mse_defaults()
         })
     );
-    assert_eq!(
-        (
-            WhiteningParams::w_mse().w_size,
-            WhiteningParams::w_mse().groups
-        ),
-        (128, 1)
-    );
+    assert_eq!((w_mse_defaults().w_size, w_mse_defaults().groups), (128, 1));
     let err = toml::from_str::<Method>("name = 'cw'\ngroup = 2").expect_err("typo");
     assert!(err.to_string().contains("group"), "{err}");
     let err = toml::from_str::<Method>("name = 'pca-whitening'\ngrups = 2").expect_err("typo");
@@ -176,4 +170,12 @@ fn name_alone_means_the_paper_defaults() {
         err.to_string().contains("w_size") || err.to_string().contains("big"),
         "{err}"
     );
+}
+
+/// W-MSE's defaults, as [`Method::from_name`] gives them.
+fn w_mse_defaults() -> WhiteningParams {
+    match Method::from_name("w-mse").expect("w-mse") {
+        Method::WMse(p) => p,
+        other => panic!("w-mse gave {other:?}"),
+    }
 }
