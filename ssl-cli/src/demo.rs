@@ -29,7 +29,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     println!(
         "demo | CW-RGP (g {}, 2 views) on synthetic 32x32 images, ResNet-18 x{} on {device:?}, {} epochs",
         match &cfg.method {
-            ssl_losses::Method::CwRgp(p) => p.groups,
+            ssl_train::Method::CwRgp(p) => p.groups,
             _ => 0,
         },
         cfg.model.width,
