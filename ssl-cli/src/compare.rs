@@ -196,7 +196,7 @@ impl Run {
 /// settings are left out.
 fn key_settings(cfg: &Config) -> Result<Vec<String>> {
     let mut reference = Config::defaults_for(cfg.data.dataset);
-    reference.method = ssl_losses::Method::from_name(cfg.method.name())?;
+    reference.method = ssl_train::Method::from_name(cfg.method.name())?;
     let flat = |c: &Config| -> Result<BTreeMap<String, String>> {
         let mut out = BTreeMap::new();
         flatten("", &toml::Value::try_from(c)?, &mut out);

@@ -49,7 +49,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     println!(
         "demo | CW-RGP (g {}, {} views) on synthetic 32x32 shapes, ResNet-18 x{} on {device:?}, {} epochs",
         match &cfg.method {
-            ssl_losses::Method::CwRgp(p) => p.groups,
+            ssl_train::Method::CwRgp(p) => p.groups,
             _ => 0,
         },
         cfg.data.views,

@@ -14,6 +14,7 @@ use crate::dist::{self, say, DistArgs};
 use crate::report::write_plots_or_warn;
 
 #[derive(Debug, Args)]
+#[command(after_help = methods_help())]
 pub struct TrainArgs {
     /// A preset (`ssl config list`), e.g. `cifar10/cw-rgp-4`, or a TOML file.
     pub preset: Option<String>,
@@ -28,6 +29,14 @@ pub struct TrainArgs {
     pub resume: bool,
     #[command(flatten)]
     pub dist: DistArgs,
+}
+
+/// The methods `method.name` takes, from ssl-losses' one list of names.
+fn methods_help() -> String {
+    format!(
+        "Methods (--set method.name=NAME): {}",
+        ssl_train::METHOD_NAMES.join(", ")
+    )
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {

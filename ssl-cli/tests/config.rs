@@ -147,3 +147,17 @@ fn impossible_combinations_are_rejected_with_a_way_out() {
         &["no preset", "ssl config list"],
     );
 }
+
+#[test]
+fn train_help_lists_every_method() {
+    let (ok, out, err) = ssl(&["train", "--help"]);
+    assert!(ok, "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("Methods (--set method.name=NAME): "))
+        .unwrap_or_else(|| panic!("no methods line in:\n{out}"));
+    assert!(
+        line.ends_with(&ssl_train::METHOD_NAMES.join(", ")),
+        "{line}"
+    );
+}

@@ -35,6 +35,7 @@
 //! # Ok::<(), ssl_losses::LossError>(())
 //! ```
 
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::batch_norm::{batch_standardize, BATCH_NORM_EPS};
@@ -63,4 +64,18 @@ pub fn barlow_twins_loss_of_normalized(zn: &Tensor, lambda: f64) -> Result<Tenso
     let on = (1.0_f64 - &diag).square().sum(None);
     let off = c.square().sum(None) - diag.square().sum(None);
     Ok(on + off * lambda)
+}
+
+/// Barlow Twins (λ 0.008, the CW-RGP reference default).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BarlowTwinsParams {
+    /// Off-diagonal weight λ (`barlow_lambda`).
+    pub lambda: f64,
+}
+
+impl Default for BarlowTwinsParams {
+    fn default() -> Self {
+        Self { lambda: 0.008 }
+    }
 }

@@ -29,6 +29,7 @@
 //! # Ok::<(), ssl_losses::LossError>(())
 //! ```
 
+use serde::{Deserialize, Serialize};
 use std::f64::consts::PI;
 
 use tch::Tensor;
@@ -96,4 +97,18 @@ pub fn ema_update(targets: &[Tensor], online: &[Tensor], tau: f64) -> Result<(),
         }
         Ok(())
     })
+}
+
+/// BYOL (τ₀ 0.99; the predictor's hidden size is the head size).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ByolParams {
+    /// Starting EMA coefficient τ₀ (`byol_tau`).
+    pub tau0: f64,
+}
+
+impl Default for ByolParams {
+    fn default() -> Self {
+        Self { tau0: 0.99 }
+    }
 }

@@ -33,7 +33,7 @@ pub enum LossError {
     MissingInput {
         /// The method's name.
         method: &'static str,
-        /// The missing field of [`crate::MethodOutputs`].
+        /// The missing output (the trainer's `MethodOutputs` field).
         input: &'static str,
         /// Which network produces it.
         why: &'static str,

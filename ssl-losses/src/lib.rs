@@ -13,19 +13,28 @@
 //! | VICReg | [`vicreg_loss`] |
 //! | Zero-CL (instance loss) | [`zero_cl_instance_loss`] |
 //! | SwAV | [`swav_loss`], [`sinkhorn_knopp`] |
-//! | all of them, by name | [`Method`] |
+//! | every method's name | [`MethodName`], [`METHOD_NAMES`] |
+//!
+//! Each loss's parameter struct sits beside it in its file (with serde, so
+//! a TOML config can embed it). Which networks a method trains, its
+//! defaults and how its loss is fed from the network outputs are the
+//! trainer's (`ssl-train`'s method registry, one file per method);
+//! [`MethodName`] is the one list of names it matches.
 //!
 //! **Input convention** ([`views`]): the embeddings of all views are one
 //! tensor `[views, m, d]`; row `r` of every view comes from the same image.
 //!
 //! ```
 //! use rand::SeedableRng;
-//! use ssl_losses::{Method, MethodOutputs};
+//! use ssl_losses::{WhiteningLoss, WhiteningParams};
+//! use whitening_core::WhiteningConfig;
 //! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
 //! let z = tch::Tensor::randn([4, 128, 512], (tch::Kind::Float, tch::Device::Cpu));
-//! let method = Method::from_name("cw-rgp")?; // g = 4, w_size = 64
-//! let loss = method.loss(&MethodOutputs::embeddings(&z), 0, &mut rng)?;
-//! assert!(loss.double_value(&[]).is_finite());
+//! let p = WhiteningParams::default(); // CW-RGP: g = 4, w_size = 64
+//! let loss = WhiteningLoss::from_params(WhiteningConfig::cw_rgp(p.groups), &p);
+//! let value = loss.loss(&z, 0, &mut rng)?;
+//! assert!(value.double_value(&[]).is_finite());
+//! assert_eq!(ssl_losses::MethodName::parse("cw-rgp")?.as_str(), "cw-rgp");
 //! # Ok::<(), ssl_losses::LossError>(())
 //! ```
 
@@ -33,7 +42,7 @@ pub mod barlow_twins;
 pub mod batch_norm;
 pub mod byol;
 pub mod error;
-pub mod method;
+pub mod names;
 pub mod norm_mse;
 pub mod shuffled_dbn;
 pub mod simclr;
@@ -46,22 +55,19 @@ pub mod whitening_loss;
 mod zca_whitening_loss;
 pub mod zero_cl;
 
-pub use barlow_twins::{barlow_twins_loss, barlow_twins_loss_of_normalized};
+pub use barlow_twins::{barlow_twins_loss, barlow_twins_loss_of_normalized, BarlowTwinsParams};
 pub use batch_norm::batch_standardize;
-pub use byol::{byol_loss, byol_tau, ema_update};
+pub use byol::{byol_loss, byol_tau, ema_update, ByolParams};
 pub use error::LossError;
-pub use method::{
-    AxisName, BarlowTwinsParams, ByolParams, ExtraNetworks, Method, MethodOutputs,
-    PcaWhiteningParams, PlainParams, ShuffledDbnParams, SimclrParams, SimsiamParams,
-    WhiteningParams, ZeroClParams, METHOD_NAMES,
-};
-pub use norm_mse::{l2_normalize, norm_mse, plain_mse};
-pub use shuffled_dbn::sub_batch_standardize;
-pub use simclr::nt_xent;
-pub use simsiam::simsiam_loss;
+pub use names::{MethodName, METHOD_NAMES};
+pub use norm_mse::{l2_normalize, norm_mse, plain_mse, PlainParams};
+pub use shuffled_dbn::{sub_batch_standardize, ShuffledDbnParams};
+pub use simclr::{nt_xent, SimclrParams};
+pub use simsiam::{simsiam_loss, SimsiamParams};
 pub use swav::{sinkhorn_knopp, swav_loss, SwavParams};
 pub use vicreg::{vicreg_loss, VicRegWeights};
 pub use whitening_loss::{
-    covariance_loss, pairwise_view_loss, CovarianceTerm, CpuThreads, ViewTransform, WhiteningLoss,
+    covariance_loss, pairwise_view_loss, AxisName, CovarianceTerm, CpuThreads, PcaWhiteningParams,
+    ViewTransform, WhiteningLoss, WhiteningParams,
 };
-pub use zero_cl::zero_cl_instance_loss;
+pub use zero_cl::{zero_cl_instance_loss, ZeroClParams};

@@ -7,6 +7,7 @@
 //! Self-Supervised Representation Learning", ICML 2021, eq. (2);
 //! the `--no_norm` variant is the plain element-wise MSE.
 
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 /// Smallest norm `F.normalize` divides by.
@@ -36,4 +37,18 @@ pub fn norm_mse(a: &Tensor, b: &Tensor) -> Tensor {
 /// variant).
 pub fn plain_mse(a: &Tensor, b: &Tensor) -> Tensor {
     (a - b).square().mean(None)
+}
+
+/// The plain control.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlainParams {
+    /// Normalised or plain MSE.
+    pub norm: bool,
+}
+
+impl Default for PlainParams {
+    fn default() -> Self {
+        Self { norm: true }
+    }
 }

@@ -11,6 +11,7 @@
 //! method's default here is BatchNorm1d's 1e-5 (torch 2.x rejects 0).
 //! The loss itself is [`crate::WhiteningLoss::shuffled_dbn`].
 
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::batch_norm::batch_standardize;
@@ -19,4 +20,31 @@ use crate::batch_norm::batch_standardize;
 /// rows: `(x − mean) / sqrt(var_biased + eps)`, channel by channel.
 pub fn sub_batch_standardize(x: &Tensor, eps: f64) -> Tensor {
     batch_standardize(x, eps)
+}
+
+/// Shuffled-DBN (reference `bn` method: `w_size` 128). The reference passes
+/// `w_eps` (0) as the BatchNorm eps, which torch ≥ 2.x rejects in training
+/// ("eps must be positive"); the default here is BatchNorm1d's 1e-5.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShuffledDbnParams {
+    /// Sub-batch size.
+    pub w_size: i64,
+    /// Sub-batch splits averaged per step.
+    pub w_iter: usize,
+    /// Normalised or plain MSE.
+    pub norm: bool,
+    /// BatchNorm eps (`w_eps`).
+    pub eps: f64,
+}
+
+impl Default for ShuffledDbnParams {
+    fn default() -> Self {
+        Self {
+            w_size: 128,
+            w_iter: 1,
+            norm: true,
+            eps: 1e-5,
+        }
+    }
 }

@@ -21,6 +21,7 @@
 //! # Ok::<(), ssl_losses::LossError>(())
 //! ```
 
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::batch_norm::{batch_standardize, BATCH_NORM_EPS};
@@ -69,4 +70,23 @@ fn one_direction(a: &Tensor, b: &Tensor, tau: f64) -> Tensor {
     let log_norm = logits.logsumexp(1, false);
     let positive = cross.diagonal(0, 0, 1);
     (log_norm - positive).mean(None)
+}
+
+/// SimCLR (τ 0.5, batch-norm on the head output).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimclrParams {
+    /// Temperature τ.
+    pub tau: f64,
+    /// Batch-normalise the head output before L2 normalisation.
+    pub batch_norm: bool,
+}
+
+impl Default for SimclrParams {
+    fn default() -> Self {
+        Self {
+            tau: 0.5,
+            batch_norm: true,
+        }
+    }
 }

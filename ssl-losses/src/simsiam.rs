@@ -15,6 +15,7 @@
 //! # Ok::<(), ssl_losses::LossError>(())
 //! ```
 
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::views::{same_shape, two_view_dims};
@@ -31,4 +32,20 @@ pub fn simsiam_loss(predictions: &Tensor, projections: &Tensor) -> Result<Tensor
     let z = projections.detach();
     let neg_cos = |p: &Tensor, z: &Tensor| -Tensor::cosine_similarity(p, z, -1, COS_EPS).mean(None);
     Ok((neg_cos(&predictions.get(0), &z.get(1)) + neg_cos(&predictions.get(1), &z.get(0))) * 0.5)
+}
+
+/// SimSiam (predictor hidden size 512).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimsiamParams {
+    /// Hidden size of the predictor.
+    pub predictor_hidden: i64,
+}
+
+impl Default for SimsiamParams {
+    fn default() -> Self {
+        Self {
+            predictor_hidden: 512,
+        }
+    }
 }

@@ -38,6 +38,7 @@
 //! ```
 
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 use whitening_core::{random_sub_batches, whiten, WhiteningAxis, WhiteningConfig, WhiteningKind};
 
@@ -351,4 +352,113 @@ pub fn covariance_loss(h: &Tensor, axis: WhiteningAxis) -> Tensor {
     let cov = xc.transpose(0, 1).matmul(&xc) / (n - 1) as f64;
     let off = cov.square().sum(None) - cov.diagonal(0, 0, 1).square().sum(None);
     off / dim as f64
+}
+
+/// Hyper-parameters of the whitening methods (CW-RGP, CW, CW-GP, W-MSE).
+/// Defaults: the CW-RGP CIFAR runs (`docs/reference.md` §6.4); the other
+/// methods' own defaults are the trainer's method registry's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WhiteningParams {
+    /// Sub-batch size (`w_size`).
+    pub w_size: i64,
+    /// Sub-batch splits averaged per step (`w_iter`).
+    pub w_iter: usize,
+    /// Channel groups `g` (`group`).
+    pub groups: i64,
+    /// Normalised MSE (`true`) or plain MSE (`--no_norm`).
+    pub norm: bool,
+    /// Covariance denominator offset (`minus`).
+    pub minus: f64,
+    /// Shrinkage (`w_eps`).
+    pub eps: f64,
+    /// Weight of the ImageNet covariance term (`cov_w`; 0 = off).
+    pub cov_weight: f64,
+    /// First epoch without the covariance term (`cov_stop`).
+    pub cov_stop: usize,
+}
+
+impl Default for WhiteningParams {
+    fn default() -> Self {
+        Self {
+            w_size: 64,
+            w_iter: 1,
+            groups: 4,
+            norm: true,
+            minus: 1.0,
+            eps: 0.0,
+            cov_weight: 0.0,
+            cov_stop: 50,
+        }
+    }
+}
+
+impl WhiteningLoss {
+    /// The whitening loss of `cfg` (its axis, kind and groups) with the
+    /// parameters `p`: its `minus` and `eps`, sub-batches of `w_size`,
+    /// `w_iter` splits, normalised or plain MSE, and the covariance term
+    /// when `cov_weight` is not 0.
+    pub fn from_params(cfg: WhiteningConfig, p: &WhiteningParams) -> Self {
+        let cfg = WhiteningConfig {
+            minus: p.minus,
+            eps: p.eps,
+            ..cfg
+        };
+        let axis = cfg.axis;
+        let loss = Self::whitened(cfg, p.w_size)
+            .with_w_iter(p.w_iter)
+            .with_normalized(p.norm);
+        if p.cov_weight != 0.0 {
+            loss.with_covariance(CovarianceTerm {
+                weight: p.cov_weight,
+                stop_epoch: p.cov_stop,
+                axis,
+            })
+        } else {
+            loss
+        }
+    }
+}
+
+/// The whitening axis as written in a config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AxisName {
+    /// Batch whitening (BW).
+    Batch,
+    /// Channel whitening (CW).
+    Channel,
+}
+
+impl From<AxisName> for WhiteningAxis {
+    fn from(a: AxisName) -> Self {
+        match a {
+            AxisName::Batch => WhiteningAxis::Batch,
+            AxisName::Channel => WhiteningAxis::Channel,
+        }
+    }
+}
+
+/// PCA whitening: the whitening parameters and the axis (reference default
+/// channel, no groups).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PcaWhiteningParams {
+    /// Whitening axis.
+    pub axis: AxisName,
+    /// The shared whitening parameters.
+    #[serde(flatten)]
+    pub whitening: WhiteningParams,
+}
+
+impl Default for PcaWhiteningParams {
+    fn default() -> Self {
+        Self {
+            axis: AxisName::Channel,
+            whitening: WhiteningParams {
+                groups: 1,
+                ..WhiteningParams::default()
+            },
+        }
+    }
 }

@@ -18,6 +18,7 @@
 //! # Ok::<(), ssl_losses::LossError>(())
 //! ```
 
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::views::two_view_dims;
@@ -47,3 +48,8 @@ pub fn zero_cl_instance_loss(z: &Tensor) -> Result<Tensor, LossError> {
     let c_diag = (white.get(0) * white.get(1)).sum_dim_intlist(-1, false, None) / d as f64;
     Ok((1.0_f64 - c_diag).square().sum(None))
 }
+
+/// Zero-CL's instance loss has no hyper-parameters of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZeroClParams {}

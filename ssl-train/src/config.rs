@@ -22,9 +22,9 @@ use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use ssl_losses::Method;
 
 use crate::error::{Result, TrainError};
+use crate::methods::Method;
 
 /// Returns early with [`TrainError::Config`] and a formatted message.
 macro_rules! refuse {

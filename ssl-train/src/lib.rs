@@ -90,12 +90,19 @@ pub use data::{open_splits, split_features, AnyDataset, Labelled, Splits};
 pub use device::parse_device;
 pub use error::{BoxError, Context, Result, TrainError};
 pub use evaluate::{evaluate, evaluate_with, EvalRequest, EvalSummary, Evaluation};
-pub use methods::method_loss;
+pub use methods::{
+    method_loss, EmaSchedule, ExtraNetworks, Head, LossContext, Method, MethodName, MethodOutputs,
+    Predictor, METHOD_NAMES,
+};
 pub use networks::{Backbone, BackboneBuilder, ForwardPlan, Networks, StepOutputs};
 pub use records::{read_config, read_records, read_results, RunResults, Spectrum};
 pub use restore::{restore, Restored};
 pub use run_dir::{Record, RunDir};
 pub use schedule::LrSchedule;
+pub use ssl_losses::{
+    AxisName, BarlowTwinsParams, ByolParams, PcaWhiteningParams, PlainParams, ShuffledDbnParams,
+    SimclrParams, SimsiamParams, SwavParams, VicRegWeights, WhiteningParams, ZeroClParams,
+};
 pub use trainer::{
     checkpoint_path, Callbacks, EpochReport, Event, StepReport, TrainOutcome, Trainer,
     TrainerBuilder,

@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use ssl_losses::{Method, MethodOutputs};
 use ssl_models::{
     batch_norm, store_channels_last, Acceleration, AccelerationStatus, BatchNorm, BatchNormConfig,
     BufferUpdate, Depth, EmaTarget, Mlp, ProjectionHeadConfig, Prototypes, ResNet, ResNetConfig,
@@ -21,6 +20,7 @@ use tch::{Device, Tensor};
 
 use crate::config::{Config, DatasetName};
 use crate::error::{Context, Result};
+use crate::methods::{Head, Method, MethodOutputs, Predictor};
 
 /// An encoder: any tch module from an image batch `[m, 3, H, W]` to
 /// features `[m, out_dim()]`. The ResNets of ssl-models are backbones; so
@@ -74,23 +74,14 @@ pub struct ForwardPlan {
 }
 
 impl ForwardPlan {
-    /// The plan of `method`: BYOL, SimSiam (`byol.py`, `simsiam.py`),
-    /// Barlow Twins, VICReg and Zero-CL (`barlow_twins.py`, `vicreg.py`,
-    /// `zero_icl.py`: `z1 = self.head(self.model(samples[0]))`, ...) run the
-    /// head per view; the whitening methods and SimCLR on the views
-    /// concatenated (`self.head(torch.cat(h))`).
+    /// The plan of `method`, as its file in [`crate::methods`] says:
+    /// BYOL, SimSiam (`byol.py`, `simsiam.py`), Barlow Twins, VICReg and
+    /// Zero-CL (`barlow_twins.py`, `vicreg.py`, `zero_icl.py`:
+    /// `z1 = self.head(self.model(samples[0]))`, ...) run the head per
+    /// view; the whitening methods and SimCLR on the views concatenated
+    /// (`self.head(torch.cat(h))`).
     pub fn of(method: &Method) -> Self {
-        Self {
-            head_per_view: matches!(
-                method,
-                Method::Byol(_)
-                    | Method::Simsiam(_)
-                    | Method::BarlowTwins(_)
-                    | Method::Vicreg(_)
-                    | Method::ZeroCl(_)
-            ),
-            bn_last_per_view: matches!(method, Method::BarlowTwins(_)),
-        }
+        method.networks().plan
     }
 }
 
@@ -98,11 +89,7 @@ impl ForwardPlan {
 /// `BatchNorm1d(emb)` before the loss: SimCLR (with `batch_norm`, its
 /// `bn_last`) and Barlow Twins (the release's `self.bn`).
 pub fn has_bn_last(method: &Method) -> bool {
-    match method {
-        Method::Simclr(p) => p.batch_norm,
-        Method::BarlowTwins(_) => true,
-        _ => false,
-    }
+    method.networks().bn_last
 }
 
 /// Every network a method trains, in one var store.
@@ -185,14 +172,14 @@ fn encoder_and_head(
     backbone: &BackboneBuilder,
 ) -> Result<(Box<dyn Backbone>, Mlp)> {
     let encoder = backbone(&(path / "encoder"))?;
-    let head = match &cfg.method {
-        Method::Simsiam(_) => Mlp::simsiam_head(
+    let head = match cfg.method.networks().head {
+        Head::Simsiam => Mlp::simsiam_head(
             &(path / "head"),
             encoder.out_dim(),
             cfg.model.head_size,
             cfg.model.emb,
         ),
-        _ => Mlp::projection_head(
+        Head::Projection => Mlp::projection_head(
             &(path / "head"),
             &ProjectionHeadConfig {
                 in_dim: encoder.out_dim(),
@@ -220,32 +207,27 @@ impl Networks {
         let root = vs.root();
         let (mut encoder, head) = encoder_and_head(&root, cfg, backbone)?;
         let emb = cfg.model.emb;
-        let predictor = match &cfg.method {
-            Method::Byol(_) => Some(Mlp::byol_predictor(
-                &(&root / "predictor"),
-                emb,
-                cfg.model.head_size,
-            )),
-            Method::Simsiam(p) => Some(Mlp::simsiam_predictor(
-                &(&root / "predictor"),
-                emb,
-                p.predictor_hidden,
-            )),
-            _ => None,
-        };
-        let prototypes = cfg
-            .method
-            .networks()
+        let extra = cfg.method.networks();
+        let predictor = extra.predictor.map(|p| match p {
+            Predictor::Byol => {
+                Mlp::byol_predictor(&(&root / "predictor"), emb, cfg.model.head_size)
+            }
+            Predictor::Simsiam { hidden } => {
+                Mlp::simsiam_predictor(&(&root / "predictor"), emb, hidden)
+            }
+        });
+        let prototypes = extra
             .prototypes
             .map(|k| Prototypes::new(&(&root / "prototypes"), emb, k));
-        let bn_last = has_bn_last(&cfg.method)
+        let bn_last = extra
+            .bn_last
             .then(|| batch_norm(&(&root / "bn_last"), emb, BatchNormConfig::default()));
         let accel = Acceleration {
             channels_last: cfg.run.channels_last,
             bf16: cfg.run.bf16,
         };
         let acceleration = accelerate(&accel, &vs, encoder.as_mut());
-        let target = if cfg.method.networks().ema_target {
+        let target = if extra.ema_target.is_some() {
             let (ema, (mut encoder, head)) = EmaTarget::new(&vs, BufferUpdate::Copy, |p| {
                 encoder_and_head(p, cfg, backbone)
                     .map_err(|e| ssl_models::ModelError::Config(e.to_string()))
@@ -264,7 +246,7 @@ impl Networks {
             prototypes,
             target,
             bn_last,
-            plan: ForwardPlan::of(&cfg.method),
+            plan: extra.plan,
             acceleration,
         })
     }

@@ -484,10 +484,7 @@ impl Trainer {
         let dp = DataParallel::new(dist, &nets, b.check_params)?;
         let config_json = serde_json::to_value(&cfg)?;
         let schedule = LrSchedule::from_config(&cfg);
-        let tau0 = match &cfg.method {
-            ssl_losses::Method::Byol(p) => p.tau0,
-            _ => 0.0,
-        };
+        let tau0 = cfg.method.networks().ema_target.map_or(0.0, |e| e.tau0);
         let earlier_wall = if b.resume {
             crate::records::previous_wall_time(&run_path)
         } else {

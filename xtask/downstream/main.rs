@@ -5,7 +5,7 @@
 
 use rand::{Rng, SeedableRng};
 use ssl_data::{DatasetKind, InMemoryDataset, Pipeline, RgbImage, Sample};
-use ssl_losses::{Method, MethodOutputs};
+use ssl_losses::{MethodName, WhiteningLoss, WhiteningParams};
 use ssl_train::{Config, Override, Splits, Trainer};
 use tch::{Device, Kind, Tensor};
 use whitening_core::{whiten_sub_batches, WhiteningConfig};
@@ -25,10 +25,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ok = f64::try_from(z.isfinite().all())? == 1.0;
     assert!(ok, "the whitening is not finite");
 
-    // A loss: CW-RGP 4 on those embeddings.
-    let method = Method::from_name("cw-rgp")?;
-    let loss = method
-        .loss(&MethodOutputs::embeddings(&h), 0, &mut rng)?
+    // A loss without the trainer: CW-RGP 4 on those embeddings.
+    assert_eq!(MethodName::parse("cw-rgp")?, MethodName::CwRgp);
+    let params = WhiteningParams::default();
+    let loss = WhiteningLoss::from_params(WhiteningConfig::cw_rgp(params.groups), &params)
+        .loss(&h, 0, &mut rng)?
         .double_value(&[]);
     assert!(loss.is_finite() && loss > 0.0, "loss {loss}");
 

@@ -12,7 +12,7 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use ssl_losses::{Method, MethodOutputs, PcaWhiteningParams, WhiteningParams};
+use ssl_train::{Method, MethodOutputs, PcaWhiteningParams, WhiteningParams};
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 use whitening_core::diagnostics::rank_diagnostics;

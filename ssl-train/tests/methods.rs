@@ -3,7 +3,8 @@
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use ssl_losses::{Method, MethodOutputs, WhiteningParams, METHOD_NAMES};
+use ssl_train::methods::w_mse;
+use ssl_train::{Head, Method, MethodOutputs, Predictor, WhiteningParams, METHOD_NAMES};
 use tch::{Device, Kind, Tensor};
 
 #[test]
@@ -50,8 +51,14 @@ fn config_keys_override_paper_defaults() {
 #[test]
 fn extra_networks_per_method() {
     let nets = |n| Method::from_name(n).expect(n).networks();
-    assert!(nets("byol").predictor && nets("byol").ema_target);
-    assert!(nets("simsiam").predictor && !nets("simsiam").ema_target);
+    assert_eq!(nets("byol").predictor, Some(Predictor::Byol));
+    assert_eq!(nets("byol").ema_target.map(|e| e.tau0), Some(0.99));
+    assert_eq!(
+        nets("simsiam").predictor,
+        Some(Predictor::Simsiam { hidden: 512 })
+    );
+    assert!(nets("simsiam").ema_target.is_none());
+    assert_eq!(nets("simsiam").head, Head::Simsiam);
     assert_eq!(nets("swav").prototypes, Some(3000));
     for n in [
         "cw-rgp",
@@ -64,7 +71,7 @@ fn extra_networks_per_method() {
     ] {
         let e = nets(n);
         assert!(
-            !e.predictor && !e.ema_target && e.prototypes.is_none(),
+            e.predictor.is_none() && e.ema_target.is_none() && e.prototypes.is_none(),
             "{n}"
         );
     }
@@ -92,7 +99,7 @@ fn every_method_computes_a_finite_loss_from_its_outputs() {
         };
         let loss = method.loss(&out, 0, &mut rng).expect(name);
         assert!(loss.double_value(&[]).is_finite(), "{name}");
-        if method.networks().predictor {
+        if method.networks().predictor.is_some() {
             let err = method
                 .loss(&MethodOutputs::embeddings(&z), 0, &mut rng)
                 .expect_err(name);
@@ -157,14 +164,11 @@ fn name_alone_means_the_paper_defaults() {
         m,
         Method::WMse(WhiteningParams {
             w_iter: 4,
-            ..WhiteningParams::w_mse()
+            ..w_mse::defaults()
         })
     );
     assert_eq!(
-        (
-            WhiteningParams::w_mse().w_size,
-            WhiteningParams::w_mse().groups
-        ),
+        (w_mse::defaults().w_size, w_mse::defaults().groups),
         (128, 1)
     );
     let err = toml::from_str::<Method>("name = 'cw'\ngroup = 2").expect_err("typo");
