@@ -192,7 +192,11 @@ fn geometry(cfg: &Config, nets: &Networks) -> Result<Geometry> {
     let z = z.x.to_kind(tch::Kind::Double);
     let d = z.size()[1] as f64;
     let zn = &z / z.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
-    let spread = zn.std_dim(0, false, false).mean(tch::Kind::Double).double_value(&[]) * d.sqrt();
+    let spread = zn
+        .std_dim(0, false, false)
+        .mean(tch::Kind::Double)
+        .double_value(&[])
+        * d.sqrt();
     Ok(Geometry {
         encoder_nsr: centred_nsr(&h.x)?,
         embedding_nsr: centred_nsr(&z)?,
@@ -245,7 +249,11 @@ fn train_row(args: &DemoArgs, spec: &RowSpec) -> RowResult {
         Err(e) => {
             r.status = "refused".into();
             r.reason = Some(first_sentence(&format!("{:#}", e.root_cause())));
-            println!("demo --paper | {} | refused: {}", spec.label, r.reason.as_deref().unwrap_or(""));
+            println!(
+                "demo --paper | {} | refused: {}",
+                spec.label,
+                r.reason.as_deref().unwrap_or("")
+            );
             return r;
         }
     };
@@ -486,7 +494,11 @@ fn write_outputs(out: &Path, rows: &[RowResult], base: &Config) -> Result<()> {
             "rows": rows,
         }),
     )?;
-    let categories: Vec<String> = rows.iter().map(|r| r.label.clone()).collect();
+    // Short enough for one bar group each ("CW-RGP, batch 32" -> "CW-RGP b=32").
+    let categories: Vec<String> = rows
+        .iter()
+        .map(|r| r.label.replace(", batch ", " b="))
+        .collect();
     BarChart {
         title: format!(
             "The paper's claims at toy scale ({} epochs, {} views, synthetic shapes)",
@@ -496,7 +508,10 @@ fn write_outputs(out: &Path, rows: &[RowResult], base: &Config) -> Result<()> {
         categories,
         groups: vec![
             ("5-NN".into(), rows.iter().map(|r| 100.0 * r.knn).collect()),
-            ("linear".into(), rows.iter().map(|r| 100.0 * r.linear).collect()),
+            (
+                "linear".into(),
+                rows.iter().map(|r| 100.0 * r.linear).collect(),
+            ),
         ],
     }
     .write(&out.join("paper"))?;

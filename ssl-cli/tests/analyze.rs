@@ -192,8 +192,11 @@ fn analyze_checkpoint_spectrum_whitened_output_similarity() {
         };
         let (intra, inter) = (v("intra"), v("inter"));
         let last = intra.len() - 1;
+        // Relative: on the synthetic shapes a 2-epoch encoder's classes are
+        // barely clustered (intra about 0.03 at the start, measured), and
+        // whitening takes it to a third (0.0097).
         assert!(
-            intra[last] < intra[0] - 0.1,
+            intra[last] < 0.5 * intra[0],
             "{}: intra {intra:?}",
             r["features"]
         );

@@ -179,7 +179,10 @@ fn shape_areas() -> &'static [f64; 10] {
             let mut hits = 0usize;
             for i in 0..n {
                 for j in 0..n {
-                    let (u, v) = (-1.5 + (i as f64 + 0.5) * step, -1.5 + (j as f64 + 0.5) * step);
+                    let (u, v) = (
+                        -1.5 + (i as f64 + 0.5) * step,
+                        -1.5 + (j as f64 + 0.5) * step,
+                    );
                     hits += inside(shape, u, v) as usize;
                 }
             }
@@ -240,8 +243,7 @@ pub fn render<R: Rng + ?Sized>(class: usize, side: usize, rng: &mut R) -> RgbIma
         for y in 0..side {
             for x in 0..side {
                 let (dx, dy) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
-                if (-dx * sa + dy * ca).abs() <= 0.7 * px && (dx * ca + dy * sa).abs() <= half_len
-                {
+                if (-dx * sa + dy * ca).abs() <= 0.7 * px && (dx * ca + dy * sa).abs() <= half_len {
                     img[y * side + x] = colour;
                 }
             }

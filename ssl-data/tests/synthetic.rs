@@ -183,7 +183,10 @@ fn colour_is_a_nuisance_and_the_class_is_in_the_shape() {
     // up between images of a class; colour statistics, which is what random
     // convolutional features mostly see, carry nothing.
     assert!(hist_acc < 0.2, "colour-histogram 1-NN accuracy {hist_acc}");
-    assert!(shape_acc > 0.8, "shape-descriptor 1-NN accuracy {shape_acc}");
+    assert!(
+        shape_acc > 0.8,
+        "shape-descriptor 1-NN accuracy {shape_acc}"
+    );
     assert!(
         shape_acc > hist_acc + 0.6,
         "shape {shape_acc} vs colour histogram {hist_acc}"

@@ -315,7 +315,10 @@ fn demo(root: &Path, paper: bool) -> Result<()> {
     if paper {
         args.push("--paper");
     }
-    let what = format!("ssl {}", args[args.iter().position(|a| *a == "demo").unwrap_or(0)..].join(" "));
+    let what = format!(
+        "ssl {}",
+        args[args.iter().position(|a| *a == "demo").unwrap_or(0)..].join(" ")
+    );
     run_step(root, &what, env.apply(cargo().args(args)))
 }
 
