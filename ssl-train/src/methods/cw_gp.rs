@@ -1,42 +1,13 @@
 //! CW-GP: channel whitening by ZCA over fixed contiguous groups of channels
 //! (4 by default), per random sub-batch of `w_size`: CW-RGP without the
-//! random partition.
+//! random partition. The method is CW's ([`super::cw`]) with CW-RGP's
+//! default of 4 groups; only the defaults are its own.
 
-use rand::Rng;
-use ssl_losses::{LossError, WhiteningLoss, WhiteningParams};
-use tch::Tensor;
-use whitening_core::{WhiteningAxis, WhiteningConfig, WhiteningKind};
+use ssl_losses::WhiteningParams;
 
-use super::{whitening_family_loss, ExtraNetworks, LossContext, MethodOutputs};
+pub use super::cw::{loss, networks, whitening_loss, FIXED_VIEWS};
 
 /// CW-RGP's defaults: 4 groups.
 pub fn defaults() -> WhiteningParams {
     WhiteningParams::default()
-}
-
-/// Encoder and projection head alone, the head on the views concatenated
-/// (`self.head(torch.cat(h))`).
-pub fn networks(_: &WhiteningParams) -> ExtraNetworks {
-    ExtraNetworks::NONE
-}
-
-/// Any number of views ≥ 2 (all pairs).
-pub const FIXED_VIEWS: Option<i64> = None;
-
-/// The whitening loss of `p`.
-pub fn whitening_loss(p: &WhiteningParams) -> WhiteningLoss {
-    WhiteningLoss::from_params(
-        WhiteningConfig::new(WhiteningAxis::Channel, WhiteningKind::Zca).with_groups(p.groups),
-        p,
-    )
-}
-
-/// The loss of the head's embeddings.
-pub fn loss<R: Rng + ?Sized>(
-    p: &WhiteningParams,
-    out: &MethodOutputs<'_>,
-    ctx: &LossContext,
-    rng: &mut R,
-) -> Result<Tensor, LossError> {
-    whitening_family_loss(whitening_loss(p), out, ctx, rng)
 }
