@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicBool;
 use anyhow::Result;
 use clap::Args;
 
-use ssl_train::{evaluate, open_splits, Config, Networks};
+use ssl_train::{evaluate, open_splits, Config, Networks, Splits};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -56,7 +56,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         cfg.model.width,
         cfg.optim.epochs
     );
-    let before = random_encoder(&cfg)?.summary;
+    let before = {
+        let (random, splits) = random_start(&cfg)?;
+        evaluate(&cfg, &random, &splits, device)?.summary
+    };
     println!(
         "demo | random encoder: k-NN {:.2}%, linear {:.2}%",
         100.0 * before.knn_top1,
@@ -77,12 +80,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     Ok(())
 }
 
-/// The evaluation of the randomly initialised networks: the same
-/// initialisation a run of `cfg` starts from (seeded by `run.seed`).
-pub fn random_encoder(cfg: &Config) -> Result<ssl_train::Evaluation> {
+/// The randomly initialised networks a run of `cfg` starts from (seeded by
+/// `run.seed`), with the run's splits.
+pub fn random_start(cfg: &Config) -> Result<(Networks, Splits)> {
     let device = ssl_train::parse_device(&cfg.run.device)?;
     tch::manual_seed(cfg.run.seed as i64);
     let random = Networks::new(cfg, device)?;
-    let splits = open_splits(cfg)?;
-    Ok(evaluate(cfg, &random, &splits, device)?)
+    Ok((random, open_splits(cfg)?))
 }

@@ -41,7 +41,7 @@ use whitening_core::diagnostics::rank_diagnostics;
 use crate::analyze::{encoder_and_embedding, pct, write_json, Table};
 use crate::demo::DemoArgs;
 use crate::plot::{BarChart, LineChart, Series};
-use ssl_train::{evaluate, open_splits, Config, Event, Networks, TrainError, Trainer};
+use ssl_train::{evaluate, Config, Event, Networks, Splits, TrainError, Trainer};
 
 /// The budget every method gets, on top of the demo preset (before the
 /// user's `--set`s): fewer epochs than the demo, so that seven runs fit in
@@ -173,9 +173,8 @@ struct Geometry {
     embedding_spread: f64,
 }
 
-fn geometry(cfg: &Config, nets: &Networks) -> Result<Geometry> {
+fn geometry(cfg: &Config, nets: &Networks, splits: &Splits) -> Result<Geometry> {
     let device = ssl_train::parse_device(&cfg.run.device)?;
-    let splits = open_splits(cfg)?;
     let labelled = splits.labelled()?;
     let (h, z) = encoder_and_embedding(
         cfg,
@@ -282,7 +281,7 @@ fn train_row(args: &DemoArgs, spec: &RowSpec) -> RowResult {
                 r.knn = e.knn_top1;
                 r.linear = e.linear_top1.unwrap_or(f64::NAN);
             }
-            match geometry(&cfg, trainer.networks()) {
+            match geometry(&cfg, trainer.networks(), trainer.splits()) {
                 Ok(g) => {
                     r.encoder_nsr = g.encoder_nsr;
                     r.embedding_nsr = g.embedding_nsr;
@@ -322,13 +321,11 @@ fn random_row(args: &DemoArgs) -> Result<RowResult> {
     r.emb = Some(cfg.model.emb);
     let start = std::time::Instant::now();
     let device = ssl_train::parse_device(&cfg.run.device)?;
-    tch::manual_seed(cfg.run.seed as i64);
-    let nets = Networks::new(&cfg, device)?;
-    let splits = open_splits(&cfg)?;
+    let (nets, splits) = crate::demo::random_start(&cfg)?;
     let e = evaluate(&cfg, &nets, &splits, device)?.summary;
     r.knn = e.knn_top1;
     r.linear = e.linear_top1.unwrap_or(f64::NAN);
-    let g = geometry(&cfg, &nets)?;
+    let g = geometry(&cfg, &nets, &splits)?;
     r.encoder_nsr = g.encoder_nsr;
     r.embedding_nsr = g.embedding_nsr;
     r.embedding_spread = g.embedding_spread;

@@ -300,6 +300,11 @@ fn has_nextest() -> bool {
 fn demo(root: &Path, paper: bool) -> Result<()> {
     let env = setup::run(root)?;
     env.print_summary();
+    let mut ssl = vec!["demo", "--device", "cpu"];
+    if paper {
+        ssl.push("--paper");
+    }
+    let what = format!("ssl {}", ssl.join(" "));
     let mut args = vec![
         "run",
         "--quiet",
@@ -308,17 +313,8 @@ fn demo(root: &Path, paper: bool) -> Result<()> {
         "--bin",
         "ssl",
         "--",
-        "demo",
-        "--device",
-        "cpu",
     ];
-    if paper {
-        args.push("--paper");
-    }
-    let what = format!(
-        "ssl {}",
-        args[args.iter().position(|a| *a == "demo").unwrap_or(0)..].join(" ")
-    );
+    args.extend(ssl);
     run_step(root, &what, env.apply(cargo().args(args)))
 }
 
